@@ -1,0 +1,34 @@
+"""DeFaX-Keras: GAN-generated face detection with explanations, on Keras 3.
+
+The data API is importable from the top level::
+
+    import defax_keras as dk
+    train = dk.make_dataset("demo", "train", image_size=112, batch_size=32)
+
+Names are loaded on first use, so `import defax_keras` does not import
+TensorFlow until a pipeline is built.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "make_dataset": "defax_keras.data.pipeline",
+    "load_source": "defax_keras.data.sources",
+    "DataSource": "defax_keras.data.sources",
+    "Augmentation": "defax_keras.data.augment",
+    "demo_dataset": "defax_keras.data.demo",
+    "check_dataset": "defax_keras.data.check",
+    "CLASS_NAMES": "defax_keras.data.manifest",
+    "DefaxError": "defax_keras.errors",
+    "DataError": "defax_keras.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'defax_keras' has no attribute {name!r}")
