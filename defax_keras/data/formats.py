@@ -122,6 +122,19 @@ def inspect_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) 
         return ImageInfo(error=f"cannot read file ({exc.strerror or exc})")
 
 
+def _orientation(image: Image.Image, fmt: str) -> int:
+    if fmt == "PNG":  # PNG's getexif() decodes the whole image to look past IDAT
+        exif = Image.Exif()
+        if image.info.get("exif"):
+            exif.load(image.info["exif"])
+    elif fmt in ("BMP", "GIF"):
+        return 1
+    else:
+        exif = image.getexif()
+    orientation = exif.get(_ORIENTATION_TAG, 1)
+    return int(orientation) if orientation in range(1, 9) else 1
+
+
 def _inspect_header(handle, fmt: str, max_pixels: int | None) -> ImageInfo:
     try:
         with warnings.catch_warnings():
@@ -133,10 +146,7 @@ def _inspect_header(handle, fmt: str, max_pixels: int | None) -> ImageInfo:
                         format=fmt, width=width, height=height,
                         error=f"image too large ({width}x{height} pixels, limit {max_pixels})",
                     )
-                orientation = image.getexif().get(_ORIENTATION_TAG, 1)
-                if orientation not in range(1, 9):
-                    orientation = 1
-                return ImageInfo(fmt, width, height, image.mode, int(orientation))
+                return ImageInfo(fmt, width, height, image.mode, _orientation(image, fmt))
     except Image.DecompressionBombError:
         return ImageInfo(format=fmt, error="image too large (decompression bomb)")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -147,8 +157,8 @@ def decode_with_pil(data: bytes, max_pixels: int | None = MAX_PIXELS) -> np.ndar
     """Decode encoded image bytes to uint8 RGB [H, W, 3], EXIF orientation applied.
 
     Matches TensorFlow's decoders on the files both can read: alpha is dropped,
-    greyscale is repeated over three channels and 16-bit samples are scaled
-    to 8 bits with rounding. Raises ValueError for unreadable or oversized data.
+    greyscale is repeated over three channels and 16-bit samples keep their
+    high byte. Raises ValueError for unreadable or oversized data.
     """
     try:
         with warnings.catch_warnings():
@@ -166,7 +176,7 @@ def _to_rgb_array(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
         if image.mode != "F":
-            values = values / 257.0
+            values = np.floor(values / 256.0)  # tf.image.convert_image_dtype's 16 -> 8 bit
         grey = np.clip(np.round(values), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     if image.mode != "RGB":

@@ -1,0 +1,86 @@
+"""Image files for tests: every format, mode and kind of damage, made on the fly."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def pattern(width=40, height=30, seed=0) -> np.ndarray:
+    """A smooth but asymmetric RGB test image (uint8)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / max(width - 1, 1), y * 255 / max(height - 1, 1), (x + y) % 64 * 4], axis=-1)
+    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+def encode(array: np.ndarray, fmt: str, mode: str | None = None, **options) -> bytes:
+    image = Image.fromarray(array)
+    if mode:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def write(path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def write_image(path, fmt="JPEG", seed=0, size=(40, 30), mode=None, **options) -> Path:
+    return write(path, encode(pattern(*size, seed=seed), fmt, mode, **options))
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
+
+
+def decompression_bomb_png(side=30000) -> bytes:
+    """A valid-looking PNG header claiming side x side pixels, a few hundred bytes long."""
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def corrupt_middle_png(seed=0) -> bytes:
+    """A PNG with intact header and trailer but damaged pixel data: passes the
+    header scan, fails to decode."""
+    data = bytearray(encode(pattern(64, 64, seed=seed), "PNG"))
+    at = data.index(b"IDAT")
+    length = struct.unpack(">I", data[at - 4 : at])[0]
+    payload = bytearray(data[at + 4 : at + 4 + length])
+    for offset in range(2, min(length, 200)):  # keep the zlib header, damage the stream
+        payload[offset] ^= 0x5A
+    chunk = _png_chunk(b"IDAT", bytes(payload))  # with a correct CRC, so only decoding fails
+    return bytes(data[: at - 4]) + chunk + bytes(data[at + 8 + length :])
+
+
+def jpeg_with_orientation(array: np.ndarray, orientation: int) -> bytes:
+    image = Image.fromarray(array)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+def make_split_dataset(root, splits=("train", "valid", "test"), classes=("real", "fake"), per_class=4, fmt="JPEG", ext=".jpg"):
+    """split/class/*.ext folders of generated images; returns the root."""
+    root = Path(root)
+    for s_index, split in enumerate(splits):
+        for c_index, name in enumerate(classes):
+            for i in range(per_class):
+                write_image(root / split / name / f"{i:03d}{ext}", fmt, seed=s_index * 100 + c_index * 10 + i)
+    return root
