@@ -84,3 +84,25 @@ def make_split_dataset(root, splits=("train", "valid", "test"), classes=("real",
             for i in range(per_class):
                 write_image(root / split / name / f"{i:03d}{ext}", fmt, seed=s_index * 100 + c_index * 10 + i)
     return root
+
+
+def run_on_backend(backend: str, script: str, *args: str, timeout: int = 600):
+    """Run a Python snippet under `KERAS_BACKEND=backend` in a fresh process
+    (Keras fixes its backend at import); skip the test if the backend is absent.
+    Returns the JSON object printed on the snippet's last line."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

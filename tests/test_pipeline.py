@@ -1,4 +1,5 @@
 import io
+import json
 import math
 
 import numpy as np
@@ -105,14 +106,18 @@ def test_exif_orientation_in_pipeline(tmp_path):
     assert np.abs(images[labels == 0][0] - expected).mean() < 4
 
 
-def test_corrupt_file_in_evaluation_is_skipped_and_reported(split_data):
+def test_corrupt_file_in_evaluation_is_skipped_and_reported(split_data, caplog, tmp_path):
     write(split_data / "test" / "fake" / "corrupt.png", corrupt_middle_png())
     source = load_source(split_data)
     assert len(source.split("test")) == 11  # passes the header scan
-    images, labels = batches(make_dataset(source, "test", image_size=16, batch_size=4))
+    with caplog.at_level("WARNING", logger="defax_keras"):
+        images, labels = batches(make_dataset(source, "test", image_size=16, batch_size=4))
     assert len(images) == 10
     assert [s.reason for s in source.skipped] == ["cannot be decoded (corrupt image data)"]
     assert source.skipped[0].path.endswith("corrupt.png")
+    assert "Skipped 1 unreadable file(s)" in caplog.text
+    report = json.loads(source.write_report(tmp_path / "data_report.json").read_text())
+    assert report["skipped"][0]["path"].endswith("corrupt.png") and report["skipped"][0]["split"] == "test"
 
 
 def test_corrupt_file_in_training_keeps_epoch_length(split_data):
