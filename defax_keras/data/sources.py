@@ -189,7 +189,8 @@ def _detect_140k(folder: Path) -> _Found | None:
     csvs = {split: folder / name for split, name in _140K_CSVS.items() if (folder / name).is_file()}
     if not csvs:
         return None
-    columns, rows = mf.read_csv_rows(next(iter(csvs.values())))
+    tables = {split: mf.read_csv_rows(path) for split, path in csvs.items()}
+    columns, rows = next(iter(tables.values()))
     lowered = [c.strip().lower() for c in columns]
     if not {"label", "path"} <= set(lowered) or not ({"label_str", "id", "original_path"} & set(lowered)):
         return None
@@ -203,8 +204,8 @@ def _detect_140k(folder: Path) -> _Found | None:
             f"expected them under {folder / _140K_IMAGE_DIRS[0]}"
         )
     entries = []
-    for split, csv_path in csvs.items():
-        columns, rows = mf.read_csv_rows(csv_path)
+    for split, (_, rows) in tables.items():
+        csv_path = csvs[split]
         for line, row in enumerate(rows, start=2):
             label = mf.parse_label(row["label"], real_is_one=True)
             named = row.get("label_str")
