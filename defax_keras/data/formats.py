@@ -175,9 +175,9 @@ def decode_with_pil(data: bytes, max_pixels: int | None = MAX_PIXELS) -> np.ndar
 def _to_rgb_array(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        if image.mode != "F":
-            values = np.floor(values / 256.0)  # tf.image.convert_image_dtype's 16 -> 8 bit
-        grey = np.clip(np.round(values), 0, 255).astype(np.uint8)
+        # 16-bit: keep the high byte, as tf.image.convert_image_dtype does.
+        values = np.round(values) if image.mode == "F" else np.floor(values / 256.0)
+        grey = np.clip(values, 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=-1)
     if image.mode != "RGB":
         image = image.convert("RGBA" if "A" in image.getbands() or image.mode == "P" else "RGB")

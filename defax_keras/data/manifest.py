@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from defax_keras.data.formats import has_image_extension
 from defax_keras.errors import DataError
 
 CLASS_NAMES = ("real", "fake")
@@ -118,8 +119,6 @@ class FileResolver:
 
     def _index(self) -> dict[str, list[str]]:
         if self._by_name is None:
-            from defax_keras.data.formats import has_image_extension
-
             index: dict[str, list[str]] = {}
             for folder, _, files in os.walk(self.base_dir):
                 for name in files:
