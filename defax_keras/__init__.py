@@ -1,9 +1,10 @@
 """DeFaX-Keras: GAN-generated face detection with explanations, on Keras 3.
 
-The data API is importable from the top level::
+The data and model APIs are importable from the top level::
 
     import defax_keras as dk
     train = dk.make_dataset("demo", "train", image_size=112, batch_size=32)
+    model = dk.build_model("defax_nano")
 
 Names are loaded on first use, so `import defax_keras` does not import
 TensorFlow until a pipeline is built.
@@ -19,6 +20,8 @@ _LAZY = {
     "demo_dataset": "defax_keras.data.demo",
     "check_dataset": "defax_keras.data.check",
     "CLASS_NAMES": "defax_keras.data.manifest",
+    "build_model": "defax_keras.models.registry",
+    "list_models": "defax_keras.models.registry",
     "DefaxError": "defax_keras.errors",
     "DataError": "defax_keras.errors",
 }

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from defax_keras import __version__
@@ -27,7 +28,7 @@ def _start_tensorflow_quietly() -> None:
     Those lines (oneDNN notice, CUDA probes) bypass TF_CPP_MIN_LOG_LEVEL and
     would bury a one-line error message; if the import fails they are shown.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # C++ errors such as the oneDNN int32 notice too; -v shows all
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as sink:
@@ -87,6 +88,66 @@ def cmd_data_demo(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- models and training
+
+
+def cmd_models(args) -> int:
+    from defax_keras.models.registry import list_models, model_entry
+
+    aliases = {}
+    for name in list_models(aliases=True):
+        aliases.setdefault(model_entry(name).name, []).append(name)
+    for name in list_models():
+        entry = model_entry(name)
+        also = [a for a in aliases[name] if a != name]
+        label = f"{name} (= {', '.join(also)})" if also else name
+        print(f"{label:<26} {entry.description}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from defax_keras.training.config import read_yaml, resolve_config
+    from defax_keras.training.trainer import train
+
+    base = None
+    if args.resume:
+        if not args.output:
+            raise DefaxError("--resume needs --output DIR, the folder of the run to continue")
+        saved = Path(args.output) / "config.yaml"
+        base = read_yaml(saved) if saved.is_file() else None
+    elif not args.model and not args.config:
+        raise DefaxError("give --model NAME (see `defax models`) or --config FILE")
+    flags = {
+        "data": args.data,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "image_size": args.image_size,
+        "weights": args.weights,
+        "precision": args.precision,
+        "seed": args.seed,
+        "output": args.output,
+    }
+    config = resolve_config(args.model, args.config, args.set, flags, base=base)
+    start = time.perf_counter()
+    run_dir = train(config, resume=args.resume)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    print(f"\nRun directory: {run_dir}  ({(time.perf_counter() - start) / 60:.1f} min)")
+    test = metrics.get("test")
+    if test:
+        print(
+            "Test: accuracy {accuracy:.4f}  ROC AUC {auc}  log loss {log_loss:.4f}  Brier {brier:.4f}  "
+            "real acc {real}  fake acc {fake}  ({count} images)".format(
+                auc=_fmt(test["roc_auc"]), real=_fmt(test["real_accuracy"]), fake=_fmt(test["fake_accuracy"]), **test
+            )
+        )
+    return 0
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -128,6 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="generation seed (default 0)")
     demo.add_argument("--force", action="store_true", help="regenerate even if a matching copy exists")
     demo.set_defaults(func=cmd_data_demo)
+
+    models = commands.add_parser("models", help="list the registered models")
+    models.set_defaults(func=cmd_models)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model; writes a run directory",
+        description="Train a registered model. Settings come from the defaults, then the YAML config "
+        "(--config, or configs/<model>.yaml), then --set key=value, then the flags below.",
+    )
+    train.add_argument("--model", "-m", help="model name (see `defax models`); picks configs/<model>.yaml")
+    train.add_argument("--config", "-c", help="YAML config file")
+    train.add_argument("--data", "-d", help="dataset folder, CSV manifest, or 'demo'")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float, help="peak learning rate (cosine decay from it)")
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--weights", help="imagenet, none, or a local KerasHub preset directory")
+    train.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--output", "-o", help="run directory (default runs/<model>-<timestamp>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --output from its last completed epoch")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (scikit-learn based) on P(fake) scores, fake = positive class."""

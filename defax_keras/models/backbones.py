@@ -1,0 +1,198 @@
+"""KerasHub backbones by size, buildable offline, with pretrained weights when reachable.
+
+`from_preset(name)` needs the network even for the architecture (it fetches
+`config.json`), so every size keeps the exact preset architecture here: a
+randomly initialised backbone is the preset's network, and `imagenet` weights
+load into the same layout. Parameter counts are checked against the presets'
+metadata in the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras_hub
+
+from defax_keras.errors import DefaxError
+
+logger = logging.getLogger(__name__)
+
+NONE, IMAGENET = "none", "imagenet"
+
+# KerasHub's Swin passes its shifted-window mask as `mask=`, which Keras takes
+# for a Keras mask and warns about on every build; the layer is correct.
+warnings.filterwarnings("ignore", message=r"Layer 'attn' \(of type WindowAttention\) was passed an input with a mask")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone size: its KerasHub class, architecture and ImageNet preset (if any)."""
+
+    family: str  # "swin" or "efficientnet"
+    config: dict = field(default_factory=dict)
+    preset: str | None = None
+
+    @property
+    def backbone_class(self):
+        if self.family == "swin":
+            return keras_hub.models.SwinTransformerBackbone
+        return keras_hub.models.EfficientNetBackbone
+
+
+def _swin(embed_dim, depths, num_heads, preset=None, window_size=7) -> BackboneSpec:
+    return BackboneSpec(
+        "swin",
+        dict(
+            embed_dim=embed_dim,
+            depths=tuple(depths),
+            num_heads=tuple(num_heads),
+            window_size=window_size,
+            patch_size=4,
+            mlp_ratio=4.0,
+            qkv_bias=True,
+            drop_path=0.1,
+        ),
+        preset,
+    )
+
+
+# timm's EfficientNet layout, as KerasHub converts it (keras_hub/src/utils/timm/convert_efficientnet.py).
+_EFFICIENTNET_BASE = dict(
+    stackwise_kernel_sizes=[3, 3, 5, 3, 5, 5, 3],
+    stackwise_num_repeats=[1, 2, 2, 3, 3, 4, 1],
+    stackwise_input_filters=[32, 16, 24, 40, 80, 112, 192],
+    stackwise_output_filters=[16, 24, 40, 80, 112, 192, 320],
+    stackwise_expansion_ratios=[1, 6, 6, 6, 6, 6, 6],
+    stackwise_strides=[1, 2, 2, 2, 1, 2, 1],
+    stackwise_block_types=["v1"] * 7,
+    stackwise_squeeze_and_excite_ratios=[0.25] * 7,
+    min_depth=None,
+    include_stem_padding=True,
+    use_depth_divisor_as_min_depth=True,
+    cap_round_filter_decrease=True,
+    stem_conv_padding="valid",
+    batch_norm_momentum=0.9,
+    batch_norm_epsilon=1e-5,
+    dropout=0,
+    projection_activation=None,
+)
+
+
+def _efficientnet(width, depth, preset=None, **changes) -> BackboneSpec:
+    config = dict(
+        _EFFICIENTNET_BASE,
+        stackwise_width_coefficients=[width] * 7,
+        stackwise_depth_coefficients=[depth] * 7,
+        **changes,
+    )
+    return BackboneSpec("efficientnet", config, preset)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "swin_nano": _swin(32, (2, 2, 2), (2, 4, 8)),
+    "swin_tiny": _swin(96, (2, 2, 6, 2), (3, 6, 12, 24), "swin_tiny_patch4_window7_224"),
+    "swin_small": _swin(96, (2, 2, 18, 2), (3, 6, 12, 24), "swin_small_patch4_window7_224"),
+    "swin_base": _swin(128, (2, 2, 18, 2), (4, 8, 16, 32), "swin_base_patch4_window7_224"),
+    # Nano: B0's blocks at a quarter of the width and half the depth, with the
+    # last down-sampling removed so 112 px images still give a 7x7 local map.
+    # (`num_features` stays at its default: KerasHub 0.32's get_config omits it.)
+    "efficientnet_nano": _efficientnet(0.25, 0.5, stackwise_strides=[1, 2, 2, 2, 1, 1, 1]),
+    "efficientnet_b0": _efficientnet(1.0, 1.0, "efficientnet_b0_ra_imagenet"),
+    "efficientnet_b3": _efficientnet(1.2, 1.4, "efficientnet_b3_ra2_imagenet"),
+    "efficientnet_b5": _efficientnet(1.6, 2.2, "efficientnet_b5_sw_imagenet"),
+}
+"""Architectures by name. The Swin configs are the presets' (patch 4, window
+7); the EfficientNet ones are timm's B0/B3/B5 as KerasHub converts them."""
+
+
+def _input_kwargs(spec: BackboneSpec, image_size: int) -> dict:
+    shape = (image_size, image_size, 3)
+    return {"image_shape": shape} if spec.family == "swin" else {"input_shape": shape}
+
+
+def _check_swin_size(spec: BackboneSpec, image_size: int) -> None:
+    """Each Swin stage's token grid must tile into windows (or fit inside one)."""
+    if spec.family != "swin":
+        return
+    patch, window, stages = spec.config["patch_size"], spec.config["window_size"], len(spec.config["depths"])
+    side = image_size // patch
+    grids = [side // 2**i for i in range(stages)]
+    if image_size % patch or side % 2 ** (stages - 1) or any(g > window and g % window for g in grids):
+        multiple = patch * 2 ** (stages - 1) * window
+        raise DefaxError(
+            f"image size {image_size} does not suit this Swin backbone (patch {patch}, window {window}, "
+            f"{stages} stages): use a multiple of {multiple}"
+        )
+
+
+def _is_preset_dir(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def resolve_weights(weights, branch: str) -> str:
+    """Normalise a `weights` value for one branch: `imagenet`, `none` or a preset directory.
+
+    A directory holding `swin/` and `efficientnet/` (as `DefaxModel.save_to_preset`
+    writes it) gives each branch its subfolder.
+    """
+    if weights is None or weights is False:
+        return NONE
+    text = str(weights)
+    if text.lower() in (NONE, IMAGENET):
+        return text.lower()
+    path = Path(os.path.expanduser(text))
+    if (path / branch).is_dir() and _is_preset_dir(path / branch):
+        return str(path / branch)
+    if _is_preset_dir(path):
+        return str(path)
+    if path.exists():
+        raise DefaxError(
+            f"weights '{text}' is not a KerasHub preset directory: no config.json in it"
+            f" (or in a '{branch}/' subfolder)"
+        )
+    raise DefaxError(
+        f"unknown weights '{text}': use 'imagenet', 'none', or a local preset directory (written by save_to_preset)"
+    )
+
+
+def build_backbone(name: str, image_size: int, weights="none", *, layer_name: str | None = None, dtype=None):
+    """Build backbone `name` (a key of `BACKBONES`) at `image_size` with `weights`.
+
+    `weights`: `none` (random initialisation), `imagenet` (the KerasHub preset
+    for this size, downloaded once by KerasHub) or a local preset directory.
+    """
+    if name not in BACKBONES:
+        raise DefaxError(f"unknown backbone '{name}'; choices: {', '.join(BACKBONES)}")
+    spec = BACKBONES[name]
+    _check_swin_size(spec, image_size)
+    weights = resolve_weights(weights, spec.family)
+    kwargs = {"name": layer_name or spec.family, "dtype": dtype, **_input_kwargs(spec, image_size)}
+    if weights == NONE:
+        return spec.backbone_class(**spec.config, **kwargs)
+    if weights == IMAGENET:
+        if spec.preset is None:
+            raise DefaxError(f"backbone '{name}' has no pretrained weights; use weights='none'")
+        return _from_preset(spec, spec.preset, kwargs)
+    return _from_preset(spec, weights, kwargs)
+
+
+def _from_preset(spec: BackboneSpec, preset: str, kwargs: dict):
+    is_local = os.path.isdir(preset)
+    try:
+        backbone = spec.backbone_class.from_preset(preset, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - KerasHub raises many kinds; the user needs one line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if is_local:
+            raise DefaxError(f"cannot load the {spec.family} preset directory '{preset}': {reason}") from exc
+        raise DefaxError(
+            f"cannot fetch KerasHub preset '{preset}' ({type(exc).__name__}: {reason[:160]}). "
+            "Offline? Use weights 'none' for random initialisation, or a local preset directory "
+            "(written by save_to_preset)"
+        ) from exc
+    logger.info("Loaded %s weights from %s", spec.family, preset)
+    return backbone
+

@@ -1,0 +1,131 @@
+"""What every detector in the project shares: pixels in, [P(real), P(fake)] out, and training defaults.
+
+Like KerasHub tasks, a detector is a functional `keras.Model` subclass whose
+`compile()` with no arguments gives its paper training setup, and whose
+config round-trips through `.keras` files.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+from defax_keras.training.objectives import ClassCrossEntropy, FakeAUC
+from defax_keras.training.schedules import CosineDecayToFloor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_normalization(name: str = "normalize", dtype=None) -> keras.layers.Layer:
+    """[0, 255] RGB pixels to ImageNet-standardised values, as KerasHub backbones expect."""
+    return keras.layers.Normalization(
+        mean=[255.0 * m for m in IMAGENET_MEAN],
+        variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+        name=name,
+        dtype=dtype,
+    )
+
+
+def _steps_per_epoch(x, batch_size, steps_per_epoch) -> int | None:
+    if steps_per_epoch:
+        return int(steps_per_epoch)
+    try:
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            n = int(x.cardinality())
+            return n if n > 0 else None
+    except ImportError:  # pragma: no cover - TensorFlow is a dependency
+        pass
+    if hasattr(x, "__len__") and hasattr(x, "__getitem__"):
+        if isinstance(x, keras.utils.PyDataset) or not hasattr(x, "shape"):
+            try:
+                return len(x)
+            except TypeError:
+                return None
+        return math.ceil(len(x) / (batch_size or 32))
+    return None
+
+
+class ImageClassifier(keras.Model):
+    """Base class: input RGB `[B, H, W, 3]` in [0, 255], output `[B, 2]` softmax (index 1 = fake).
+
+    Subclasses set the class attributes below to their paper's training setup
+    and list their pretrained parts in `backbone_layers()` (for freezing).
+    """
+
+    default_optimizer = "adamw"
+    default_learning_rate = 1e-4
+    default_final_learning_rate = 1e-6
+    default_weight_decay = 1e-4
+
+    @property
+    def image_size(self) -> int:
+        return int(self.inputs[0].shape[1])
+
+    def backbone_layers(self) -> list:
+        """The pretrained parts (a method: Keras' saver would walk a property)."""
+        return []
+
+    def set_backbones_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze the pretrained parts (call `compile()` again afterwards)."""
+        for layer in self.backbone_layers():
+            layer.trainable = trainable
+
+    def make_optimizer(self, learning_rate=None, weight_decay=None, final_learning_rate=None, decay_steps=None):
+        """The default optimizer: AdamW (or Adamax for CNN setups) with cosine decay to a floor."""
+        peak = self.default_learning_rate if learning_rate is None else learning_rate
+        floor = self.default_final_learning_rate if final_learning_rate is None else final_learning_rate
+        schedule = CosineDecayToFloor(peak, min(floor, peak), decay_steps=decay_steps)
+        if self.default_optimizer == "adamax":
+            return keras.optimizers.Adamax(learning_rate=schedule)
+        decay = self.default_weight_decay if weight_decay is None else weight_decay
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay)
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        metrics="auto",
+        *,
+        learning_rate=None,
+        weight_decay=None,
+        final_learning_rate=None,
+        decay_steps=None,
+        label_smoothing: float = 0.0,
+        **kwargs,
+    ):
+        """Compile with the paper's setup unless told otherwise.
+
+        `"auto"` means: AdamW (lr 1e-4, weight decay 1e-4) with cosine decay to
+        1e-6 over the next `fit()` (or `decay_steps`), cross-entropy that
+        accepts integer or one-hot labels, and accuracy plus ROC AUC of P(fake).
+        """
+        if optimizer == "auto":
+            optimizer = self.make_optimizer(learning_rate, weight_decay, final_learning_rate, decay_steps)
+        if loss == "auto":
+            loss = ClassCrossEntropy(label_smoothing=label_smoothing)
+        if metrics == "auto":
+            metrics = ["accuracy", FakeAUC(name="auc")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+
+    def get_compile_config(self):
+        return super().get_compile_config()
+
+    def compile_from_config(self, config):
+        # The saved config holds the resolved optimizer, loss and metrics.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)  # so the saved optimizer state loads
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, **kwargs):
+        """`keras.Model.fit`; first sizes an undetermined cosine schedule to this run."""
+        schedule = getattr(getattr(self, "optimizer", None), "_learning_rate", None)
+        if isinstance(schedule, CosineDecayToFloor) and schedule.decay_steps is None:
+            steps = _steps_per_epoch(x, batch_size, kwargs.get("steps_per_epoch"))
+            if steps:
+                schedule.decay_steps = steps * epochs
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs, **kwargs)

@@ -1,0 +1,178 @@
+"""DeFaX (SwinEffAttn): Swin's global tokens query EfficientNet's local map through cross-attention.
+
+```
+x -> normalize -> swin         -> global tokens [B, N, Cs] --(queries)------.
+               -> efficientnet -> local map [B, h, w, Ce] -> [B, h*w, Ce] --> fusion -> mean -> head -> softmax
+```
+Sub-layers are named `swin`, `efficientnet`, `fusion`, `head` so explanations
+can reach the branch outputs and training can freeze the backbones.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from defax_keras.models.backbones import build_backbone
+from defax_keras.models.classifier import ImageClassifier, imagenet_normalization
+from defax_keras.models.fusion import CrossAttentionFusion
+from defax_keras.models.registry import register_model
+
+NUM_CLASSES = 2
+
+
+def classification_head(units: int, dropout: float, name: str = "head", dtype=None) -> keras.Sequential:
+    """LayerNorm -> Dense -> ReLU -> Dropout -> Dense(2): logits, softmax applied after."""
+    return keras.Sequential(
+        [
+            keras.layers.LayerNormalization(epsilon=1e-6, name="norm", dtype=dtype),
+            keras.layers.Dense(units, name="hidden", dtype=dtype),
+            keras.layers.ReLU(name="relu", dtype=dtype),
+            keras.layers.Dropout(dropout, name="dropout", dtype=dtype),
+            keras.layers.Dense(NUM_CLASSES, name="logits", dtype=dtype),
+        ],
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="defax_keras")
+class DefaxModel(ImageClassifier):
+    """The DeFaX detector on two KerasHub backbones.
+
+    Args:
+        swin: a `keras_hub.models.SwinTransformerBackbone` (global branch).
+        efficientnet: a `keras_hub.models.EfficientNetBackbone` (local branch).
+        num_heads, fusion_dim, key_dim, attention_dropout: the `CrossAttentionFusion`.
+        head_units, head_dropout: the classification head's hidden layer.
+    """
+
+    def __init__(
+        self,
+        swin,
+        efficientnet,
+        num_heads: int = 8,
+        fusion_dim: int | None = None,
+        key_dim: int | None = None,
+        attention_dropout: float = 0.0,
+        head_units: int = 512,
+        head_dropout: float = 0.3,
+        dtype=None,
+        **kwargs,
+    ):
+        image_shape = tuple(swin.image_shape)
+        if tuple(efficientnet.input_shape[1:3]) not in ((None, None), image_shape[:2]):
+            raise ValueError(f"backbones disagree on the image size: {image_shape[:2]} vs {efficientnet.input_shape[1:3]}")
+        # === Layers ===
+        normalize = imagenet_normalization(dtype=dtype)
+        fusion = CrossAttentionFusion(
+            num_heads=num_heads, fusion_dim=fusion_dim, key_dim=key_dim, dropout=attention_dropout, name="fusion", dtype=dtype
+        )
+        head = classification_head(head_units, head_dropout, dtype=dtype)
+        # === Functional model ===
+        images = keras.Input(shape=image_shape, name="images")
+        x = normalize(images)
+        global_tokens = swin(x)
+        local_map = efficientnet(x)
+        _, height, width, channels = local_map.shape
+        local_tokens = keras.layers.Reshape((height * width, channels), name="local_tokens", dtype=dtype)(local_map)
+        fused = fusion(global_tokens, local_tokens)
+        pooled = keras.layers.GlobalAveragePooling1D(name="pool", dtype=dtype)(fused)
+        logits = head(pooled)
+        probabilities = keras.layers.Softmax(name="probabilities", dtype="float32")(logits)
+        super().__init__(inputs=images, outputs=probabilities, dtype=dtype, **kwargs)
+        # === Config ===
+        self.swin = swin
+        self.efficientnet = efficientnet
+        self.num_heads = num_heads
+        self.fusion_dim = fusion_dim
+        self.key_dim = key_dim
+        self.attention_dropout = attention_dropout
+        self.head_units = head_units
+        self.head_dropout = head_dropout
+
+    def backbone_layers(self) -> list:
+        return [self.swin, self.efficientnet]
+
+    def get_config(self):
+        # Not chained to Functional.get_config, whose nested graph our constructor cannot take.
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "swin": keras.layers.serialize(self.swin),
+            "efficientnet": keras.layers.serialize(self.efficientnet),
+            "num_heads": self.num_heads,
+            "fusion_dim": self.fusion_dim,
+            "key_dim": self.key_dim,
+            "attention_dropout": self.attention_dropout,
+            "head_units": self.head_units,
+            "head_dropout": self.head_dropout,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("swin", "efficientnet"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.layers.deserialize(config[key])
+        return cls(**config)
+
+    def save_to_preset(self, preset_dir) -> None:
+        """Write both backbones as KerasHub presets (`swin/`, `efficientnet/`), loadable with `weights=preset_dir`."""
+        from pathlib import Path
+
+        for backbone in self.backbone_layers():
+            backbone.save_to_preset(str(Path(preset_dir) / backbone.name))
+
+
+SIZES = {
+    # preset: (swin backbone, efficientnet backbone, image size, description)
+    "defax_nano": ("swin_nano", "efficientnet_nano", 112, "small Swin + slim EfficientNet at 112 px, for tests and the demo"),
+    "defax_tiny": ("swin_tiny", "efficientnet_b0", 224, "the paper's model: Swin-Tiny + EfficientNet-B0 at 224 px"),
+    "defax_small": ("swin_small", "efficientnet_b3", 224, "Swin-Small + EfficientNet-B3 at 224 px"),
+    "defax_base": ("swin_base", "efficientnet_b5", 224, "Swin-Base + EfficientNet-B5 at 224 px"),
+}
+
+
+def _register_size(preset: str, swin_name: str, efficientnet_name: str, default_size: int, description: str):
+    default_weights = "none" if preset == "defax_nano" else "imagenet"
+
+    def build(
+        *,
+        weights=default_weights,
+        swin_weights=None,
+        efficientnet_weights=None,
+        image_size: int = default_size,
+        num_heads: int = 8,
+        fusion_dim: int | None = None,
+        key_dim: int | None = None,
+        attention_dropout: float = 0.0,
+        head_units: int = 512,
+        head_dropout: float = 0.3,
+        dtype=None,
+        name: str = preset,
+    ) -> DefaxModel:
+        swin = build_backbone(swin_name, image_size, swin_weights or weights, layer_name="swin", dtype=dtype)
+        efficientnet = build_backbone(
+            efficientnet_name, image_size, efficientnet_weights or weights, layer_name="efficientnet", dtype=dtype
+        )
+        return DefaxModel(
+            swin,
+            efficientnet,
+            num_heads=num_heads,
+            fusion_dim=fusion_dim,
+            key_dim=key_dim,
+            attention_dropout=attention_dropout,
+            head_units=head_units,
+            head_dropout=head_dropout,
+            dtype=dtype,
+            name=name,
+        )
+
+    build.__name__ = f"build_{preset}"
+    build.__doc__ = f"DeFaX {description}."
+    aliases = ("defax",) if preset == "defax_tiny" else ()
+    register_model(preset, family="defax", description=description, aliases=aliases)(build)
+
+
+for _preset, _spec in SIZES.items():
+    _register_size(_preset, *_spec)

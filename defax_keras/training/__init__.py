@@ -1,0 +1,1 @@
+"""Training: compile defaults (loss, metrics, schedule), run configuration, callbacks, the trainer."""

@@ -1,0 +1,205 @@
+"""One training run: data, model, fit with callbacks, test metrics, artefacts in a run directory.
+
+Run directory (default `runs/<model>-<timestamp>`):
+`config.yaml` (resolved), `data_report.json`, `model.keras` (best by the
+monitor), `history.csv`, `tensorboard/`, `training_curves.png`, `metrics.json`
+(test split, when there is one), and `backup/` while the run is unfinished,
+from which `resume=True` continues after the last completed epoch with the
+optimizer state restored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from defax_keras.errors import DefaxError
+from defax_keras.training.config import write_config
+
+logger = logging.getLogger(__name__)
+
+BACKUP_DIR = "backup"
+
+
+def default_run_dir(model: str) -> Path:
+    return Path("runs") / f"{model}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> int:
+    """Check the folder suits a new or resumed run; return the number of completed epochs."""
+    if resume:
+        if (run_dir / BACKUP_DIR / "training_metadata.json").is_file():
+            return _completed_epochs(run_dir)
+        if (run_dir / "metrics.json").is_file() or (run_dir / "model.keras").is_file() and not (run_dir / BACKUP_DIR).exists():
+            raise DefaxError(f"the run in {run_dir} has finished; nothing to resume")
+        if (run_dir / "config.yaml").is_file():
+            return 0  # stopped before the first epoch ended
+        raise DefaxError(f"no run to resume in {run_dir} (no config.yaml)")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise DefaxError(f"{run_dir} already holds files: pass --resume to continue that run, or choose another --output")
+    return 0
+
+
+def _truncate_history(path: Path, completed_epochs: int) -> list[dict]:
+    """Drop rows of epochs the backup does not cover (they are run again)."""
+    from defax_keras.training.curves import read_history
+
+    rows = read_history(path)
+    if not rows:
+        return []
+    kept = [r for r in rows if r["epoch"] < completed_epochs]
+    if len(kept) != len(rows):
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader)
+            raw = [row for row in reader if row and int(float(row[0])) < completed_epochs]
+        with path.open("w", encoding="utf-8", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(raw)
+    return kept
+
+
+def _completed_epochs(run_dir: Path) -> int:
+    metadata = run_dir / BACKUP_DIR / "training_metadata.json"
+    return int(json.loads(metadata.read_text())["epoch"]) if metadata.is_file() else 0
+
+
+def _verbosity() -> int:
+    return 1 if sys.stdout.isatty() else 2
+
+
+def _build(config: dict):
+    from defax_keras.models.registry import build_model
+
+    overrides = dict(config["model_options"])
+    for key in ("weights", "image_size"):
+        if config[key] is not None:
+            overrides[key] = config[key]
+    return build_model(config["model"], **overrides)
+
+
+def _compile(model, optimizer, config, jit_compile):
+    model.compile(optimizer=optimizer, label_smoothing=config["label_smoothing"], jit_compile=jit_compile)
+
+
+def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, float]:
+    """Metrics of `model` on `split` of `source`, and inference images/s."""
+    import numpy as np
+
+    from defax_keras.data.pipeline import make_dataset
+    from defax_keras.evaluation.metrics import classification_metrics
+
+    dataset = make_dataset(source, split, image_size=model.image_size, batch_size=batch_size)
+    labels = np.array([s.label for s in source.split(split)])
+    start = time.perf_counter()
+    probabilities = model.predict(dataset.map(lambda images, _: images), verbose=0)
+    seconds = time.perf_counter() - start
+    return classification_metrics(labels, probabilities[:, 1]), len(labels) / seconds
+
+
+def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
+    """Train `config` (see `training.config.resolve_config`) and return the run directory."""
+    import keras
+
+    from defax_keras.data.pipeline import make_dataset
+    from defax_keras.data.sources import load_source
+    from defax_keras.training.callbacks import build_callbacks
+    from defax_keras.training.curves import plot_history, read_history
+
+    run_dir = Path(run_dir or config.get("output") or default_run_dir(config["model"]))
+    completed = prepare_run_dir(run_dir, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {**config, "output": str(run_dir)}
+    write_config(config, run_dir / "config.yaml")
+
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config["precision"])
+    try:
+        keras.utils.set_random_seed(config["seed"])
+        model = _build(config)  # first: a bad model or weights option fails before data is scanned
+        source = load_source(config["data"], manifest_dir=run_dir, seed=config["seed"])
+        size, batch = model.image_size, config["batch_size"]
+        augment = dict(config["augmentation"]) if config["augment"] else False
+        train_data = make_dataset(source, "train", image_size=size, batch_size=batch, augment=augment, seed=config["seed"], cache=config["cache"])
+        has_valid = "valid" in source.splits
+        valid_data = make_dataset(source, "valid", image_size=size, batch_size=batch, cache=config["cache"]) if has_valid else None
+        source.write_report(run_dir / "data_report.json")
+        monitor = config["monitor"]
+        if not has_valid and monitor.startswith("val_"):
+            logger.warning("No validation split: monitoring training '%s' instead of '%s'", monitor[4:], monitor)
+            monitor = monitor[4:]
+
+        steps = config["steps_per_epoch"] or int(train_data.cardinality())
+        if config["steps_per_epoch"]:
+            train_data = train_data.repeat()
+        optimizer = model.make_optimizer(
+            config["learning_rate"], config["weight_decay"], config["final_learning_rate"], decay_steps=steps * config["epochs"]
+        )
+        jit = config["jit_compile"]
+        _compile(model, optimizer, config, jit)
+        # Optimizer slots for every weight, frozen or not, so that a backup always
+        # holds the same variables whichever phase wrote it.
+        optimizer.build(model.trainable_variables)
+
+        logger.info(
+            "Training %s (%s parameters) on %s: %s, %d epochs of %d steps, batch %d, %s",
+            config["model"], f"{model.count_params():,}", source.root,
+            ", ".join(f"{k} {sum(v.values())}" for k, v in source.counts().items()),
+            config["epochs"], steps, batch, config["precision"],
+        )
+        phases = []
+        frozen = config["freeze_backbone_epochs"]
+        if frozen and completed < frozen:
+            phases.append((True, frozen))
+        phases.append((False, config["epochs"]))
+        for freeze, until in phases:
+            if freeze or frozen:
+                model.set_backbones_trainable(not freeze)
+                _compile(model, optimizer, config, jit)
+            history = _truncate_history(run_dir / "history.csv", completed)
+            callbacks = build_callbacks(run_dir, config, history, monitor)
+            model.fit(
+                train_data,
+                epochs=until,
+                initial_epoch=completed,
+                steps_per_epoch=steps,
+                validation_data=valid_data,
+                callbacks=callbacks,
+                verbose=_verbosity(),
+                shuffle=False,  # make_dataset shuffles (Keras would warn that it ignores this)
+            )
+            completed = _completed_epochs(run_dir)
+            if model.stop_training:
+                break
+
+        if not (run_dir / "model.keras").is_file():  # the monitor never improved (e.g. NaN): keep the last model
+            model.save(run_dir / "model.keras")
+        best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+        metrics = {
+            "model": config["model"],
+            "parameters": int(best.count_params()),
+            "image_size": int(best.image_size),
+            "epochs_completed": completed,
+            "training_seconds": round(sum(r.get("epoch_seconds") or 0 for r in read_history(run_dir / "history.csv")), 1),
+            "monitor": monitor,
+            "data": source.root,
+            "skipped_files": len(source.skipped),
+        }
+        if "test" in source.splits:
+            test_metrics, speed = evaluate_split(best, source, "test", batch)
+            metrics["test"] = test_metrics
+            metrics["inference_images_per_second"] = round(speed, 1)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+        source.write_report(run_dir / "data_report.json")  # now also lists files found bad while decoding
+        plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
+        shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+        return run_dir
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
