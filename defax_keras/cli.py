@@ -107,7 +107,7 @@ def cmd_models(args) -> int:
 
 def cmd_train(args) -> int:
     from defax_keras.training.config import read_yaml, resolve_config
-    from defax_keras.training.trainer import train
+    from defax_keras.training.trainer import default_run_dir, train
 
     base = None
     if args.resume:
@@ -129,8 +129,13 @@ def cmd_train(args) -> int:
         "output": args.output,
     }
     config = resolve_config(args.model, args.config, args.set, flags, base=base)
+    config["output"] = config["output"] or str(default_run_dir(config["model"]))
     start = time.perf_counter()
-    run_dir = train(config, resume=args.resume)
+    try:
+        run_dir = train(config, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"defax: interrupted; continue with: defax train --resume --output {config['output']}", file=sys.stderr)
+        return 130
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"\nRun directory: {run_dir}  ({(time.perf_counter() - start) / 60:.1f} min)")
     test = metrics.get("test")

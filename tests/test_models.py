@@ -211,6 +211,23 @@ def test_freezing_keeps_backbone_weights_fixed():
     assert any(not np.array_equal(a, b) for a, b in zip(before["head"], head_after))
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_float32_probabilities(policy):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_model("defax_nano")
+        model.compile()
+        model.optimizer.build(model.trainable_variables)  # as the trainer does, loss scaling included
+        history = model.fit(_pixels(4), np.array([0, 1, 0, 1]), epochs=1, verbose=0)
+        assert math.isfinite(history.history["loss"][0])
+        assert model.get_layer("swin").compute_dtype == policy.split("_")[1]
+        assert model.get_layer("fusion").compute_dtype == policy.split("_")[1]
+        assert model.predict(_pixels(2), verbose=0).dtype == np.float32
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 BACKEND_SCRIPT = """
 import json, sys, numpy as np, keras
 from defax_keras.models import build_model

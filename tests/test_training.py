@@ -97,6 +97,21 @@ def test_cli_errors_are_one_line(args, message, tmp_path, tiny_demo):
     assert len(lines) == 1 and lines[0].startswith("defax: error:") and message in lines[0], result.stderr
 
 
+def test_offline_imagenet_weights_fail_in_one_line(tmp_path, tiny_demo):
+    # A proxy that refuses connections makes "offline" certain, whatever the machine.
+    env = {**os.environ, "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    start = time.time()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "--model", "defax", "--data", str(tiny_demo), "--weights", "imagenet"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "swin_tiny_patch4_window7_224" in lines[0] and "'none'" in lines[0] and "preset directory" in lines[0]
+    assert time.time() - start < 120
+
+
 def test_models_command_lists_the_registry():
     result = _defax("models")
     assert result.returncode == 0

@@ -29,23 +29,18 @@ def imagenet_normalization(name: str = "normalize", dtype=None) -> keras.layers.
 
 
 def _steps_per_epoch(x, batch_size, steps_per_epoch) -> int | None:
+    """Batches per epoch of what `fit` was given, when it is knowable up front."""
     if steps_per_epoch:
         return int(steps_per_epoch)
-    try:
-        import tensorflow as tf
+    import tensorflow as tf
 
-        if isinstance(x, tf.data.Dataset):
-            n = int(x.cardinality())
-            return n if n > 0 else None
-    except ImportError:  # pragma: no cover - TensorFlow is a dependency
-        pass
-    if hasattr(x, "__len__") and hasattr(x, "__getitem__"):
-        if isinstance(x, keras.utils.PyDataset) or not hasattr(x, "shape"):
-            try:
-                return len(x)
-            except TypeError:
-                return None
-        return math.ceil(len(x) / (batch_size or 32))
+    if isinstance(x, tf.data.Dataset):
+        count = int(x.cardinality())
+        return count if count > 0 else None
+    if isinstance(x, keras.utils.PyDataset):
+        return len(x)
+    if hasattr(x, "shape"):  # an array of samples
+        return math.ceil(x.shape[0] / (batch_size or 32))
     return None
 
 

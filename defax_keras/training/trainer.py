@@ -36,10 +36,10 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> int:
     if resume:
         if (run_dir / BACKUP_DIR / "training_metadata.json").is_file():
             return _completed_epochs(run_dir)
-        if (run_dir / "metrics.json").is_file() or (run_dir / "model.keras").is_file() and not (run_dir / BACKUP_DIR).exists():
+        if (run_dir / "metrics.json").is_file():
             raise DefaxError(f"the run in {run_dir} has finished; nothing to resume")
         if (run_dir / "config.yaml").is_file():
-            return 0  # stopped before the first epoch ended
+            return 0  # stopped before its first epoch ended
         raise DefaxError(f"no run to resume in {run_dir} (no config.yaml)")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise DefaxError(f"{run_dir} already holds files: pass --resume to continue that run, or choose another --output")
@@ -118,6 +118,7 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {**config, "output": str(run_dir)}
     write_config(config, run_dir / "config.yaml")
+    logger.info("Run directory: %s%s", run_dir, f" (resuming after epoch {completed})" if resume else "")
 
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config["precision"])
@@ -127,7 +128,10 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
         source = load_source(config["data"], manifest_dir=run_dir, seed=config["seed"])
         size, batch = model.image_size, config["batch_size"]
         augment = dict(config["augmentation"]) if config["augment"] else False
-        train_data = make_dataset(source, "train", image_size=size, batch_size=batch, augment=augment, seed=config["seed"], cache=config["cache"])
+        # A resumed run must not replay the first epochs' order and augmentations.
+        train_data = make_dataset(
+            source, "train", image_size=size, batch_size=batch, augment=augment, seed=config["seed"] + completed, cache=config["cache"]
+        )
         has_valid = "valid" in source.splits
         valid_data = make_dataset(source, "valid", image_size=size, batch_size=batch, cache=config["cache"]) if has_valid else None
         source.write_report(run_dir / "data_report.json")
@@ -144,6 +148,7 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
         )
         jit = config["jit_compile"]
         _compile(model, optimizer, config, jit)
+        optimizer = model.optimizer  # wrapped for loss scaling under mixed_float16
         # Optimizer slots for every weight, frozen or not, so that a backup always
         # holds the same variables whichever phase wrote it.
         optimizer.build(model.trainable_variables)
