@@ -185,13 +185,15 @@ def _from_preset(spec: BackboneSpec, preset: str, kwargs: dict):
     try:
         backbone = spec.backbone_class.from_preset(preset, **kwargs)
     except Exception as exc:  # noqa: BLE001 - KerasHub raises many kinds; the user needs one line
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        reason = f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
         if is_local:
             raise DefaxError(f"cannot load the {spec.family} preset directory '{preset}': {reason}") from exc
+        if isinstance(exc, OSError) or "connection" in type(exc).__name__.lower():
+            reason = f"no connection to the model hub ({type(exc).__name__})"
         raise DefaxError(
-            f"cannot fetch KerasHub preset '{preset}' ({type(exc).__name__}: {reason[:160]}). "
-            "Offline? Use weights 'none' for random initialisation, or a local preset directory "
-            "(written by save_to_preset)"
+            f"cannot fetch KerasHub preset '{preset}': {reason}. Offline? Use weights 'none' for random "
+            "initialisation, or a local preset directory (written by save_to_preset)"
         ) from exc
     logger.info("Loaded %s weights from %s", spec.family, preset)
     return backbone

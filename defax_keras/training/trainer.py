@@ -104,37 +104,78 @@ def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, fl
     return classification_metrics(labels, probabilities[:, 1]), len(labels) / seconds
 
 
+def _datasets(config: dict, image_size: int, run_dir: Path, completed: int):
+    """The data source and its training and validation (if any) datasets."""
+    from defax_keras.data.pipeline import make_dataset
+    from defax_keras.data.sources import load_source
+
+    source = load_source(config["data"], manifest_dir=run_dir, seed=config["seed"])
+    batch, cache = config["batch_size"], config["cache"]
+    augment = dict(config["augmentation"]) if config["augment"] else False
+    # A resumed run must not replay the first epochs' order and augmentations.
+    train_data = make_dataset(
+        source, "train", image_size=image_size, batch_size=batch, augment=augment, seed=config["seed"] + completed, cache=cache
+    )
+    valid_data = None
+    if "valid" in source.splits:
+        valid_data = make_dataset(source, "valid", image_size=image_size, batch_size=batch, cache=cache)
+    return source, train_data, valid_data
+
+
+def _write_results(run_dir: Path, config: dict, source, monitor: str, completed: int) -> None:
+    """metrics.json (test split of the best model), the final data report and the curves."""
+    import keras
+
+    from defax_keras.training.curves import plot_history, read_history
+
+    best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    metrics = {
+        "model": config["model"],
+        "parameters": int(best.count_params()),
+        "image_size": int(best.image_size),
+        "epochs_completed": completed,
+        "training_seconds": round(sum(r.get("epoch_seconds") or 0 for r in read_history(run_dir / "history.csv")), 1),
+        "monitor": monitor,
+        "data": source.root,
+        "skipped_files": len(source.skipped),
+    }
+    if "test" in source.splits:
+        test_metrics, speed = evaluate_split(best, source, "test", config["batch_size"])
+        metrics["test"] = test_metrics
+        metrics["inference_images_per_second"] = round(speed, 1)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    source.write_report(run_dir / "data_report.json")  # now also lists files found bad while decoding
+    plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
+
+
 def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
     """Train `config` (see `training.config.resolve_config`) and return the run directory."""
     import keras
 
-    from defax_keras.data.pipeline import make_dataset
-    from defax_keras.data.sources import load_source
     from defax_keras.training.callbacks import build_callbacks
-    from defax_keras.training.curves import plot_history, read_history
 
     run_dir = Path(run_dir or config.get("output") or default_run_dir(config["model"]))
     completed = prepare_run_dir(run_dir, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
     config = {**config, "output": str(run_dir)}
-    write_config(config, run_dir / "config.yaml")
-    logger.info("Run directory: %s%s", run_dir, f" (resuming after epoch {completed})" if resume else "")
 
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config["precision"])
+    created = not run_dir.exists()
     try:
         keras.utils.set_random_seed(config["seed"])
         model = _build(config)  # first: a bad model or weights option fails before data is scanned
-        source = load_source(config["data"], manifest_dir=run_dir, seed=config["seed"])
-        size, batch = model.image_size, config["batch_size"]
-        augment = dict(config["augmentation"]) if config["augment"] else False
-        # A resumed run must not replay the first epochs' order and augmentations.
-        train_data = make_dataset(
-            source, "train", image_size=size, batch_size=batch, augment=augment, seed=config["seed"] + completed, cache=config["cache"]
-        )
-        has_valid = "valid" in source.splits
-        valid_data = make_dataset(source, "valid", image_size=size, batch_size=batch, cache=config["cache"]) if has_valid else None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            source, train_data, valid_data = _datasets(config, model.image_size, run_dir, completed)
+        except DefaxError:
+            if created:  # leave no half-made run directory behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        write_config(config, run_dir / "config.yaml")
         source.write_report(run_dir / "data_report.json")
+        logger.info("Run directory: %s%s", run_dir, f" (resuming after epoch {completed})" if resume else "")
+        batch = config["batch_size"]
+        has_valid = valid_data is not None
         monitor = config["monitor"]
         if not has_valid and monitor.startswith("val_"):
             logger.warning("No validation split: monitoring training '%s' instead of '%s'", monitor[4:], monitor)
@@ -186,24 +227,7 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
 
         if not (run_dir / "model.keras").is_file():  # the monitor never improved (e.g. NaN): keep the last model
             model.save(run_dir / "model.keras")
-        best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
-        metrics = {
-            "model": config["model"],
-            "parameters": int(best.count_params()),
-            "image_size": int(best.image_size),
-            "epochs_completed": completed,
-            "training_seconds": round(sum(r.get("epoch_seconds") or 0 for r in read_history(run_dir / "history.csv")), 1),
-            "monitor": monitor,
-            "data": source.root,
-            "skipped_files": len(source.skipped),
-        }
-        if "test" in source.splits:
-            test_metrics, speed = evaluate_split(best, source, "test", batch)
-            metrics["test"] = test_metrics
-            metrics["inference_images_per_second"] = round(speed, 1)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-        source.write_report(run_dir / "data_report.json")  # now also lists files found bad while decoding
-        plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
+        _write_results(run_dir, config, source, monitor, completed)
         shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
         return run_dir
     finally:
