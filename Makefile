@@ -7,10 +7,15 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?= -n 2
 
-.PHONY: help demo test install clean
+COMPARE_MODELS ?= defax_nano facevit_nano fakevit_nano gsf_tfn_nano gsu_tfr_nano efficientnetv2_nano vgg16_nano resnet50_nano simple_cnn_nano
+COMPARE_EPOCHS ?= 6
+COMPARE_DIR ?= runs/compare-demo
+
+.PHONY: help demo compare-demo test install clean
 
 help:
 	@echo "make demo   - create $(VENV), install DeFaX-Keras, train and evaluate defax_nano on the demo set"
+	@echo "make compare-demo - train every model's small variant on the demo set, write the comparison table"
 	@echo "make test   - create/update $(VENV) with the dev extra and run the tests"
 	@echo "make clean  - remove $(VENV) and build artefacts"
 
@@ -32,6 +37,15 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/defax data demo
 	$(BIN)/defax train --config configs/demo.yaml
+
+# Every model's small variant, same data and settings, then the paper's table.
+compare-demo: $(VENV)/.installed
+	rm -rf $(COMPARE_DIR)
+	for model in $(COMPARE_MODELS); do \
+		$(BIN)/defax train --config configs/demo.yaml --model $$model --epochs $(COMPARE_EPOCHS) \
+			--output $(COMPARE_DIR)/$$model || exit 1; \
+	done
+	$(BIN)/defax compare $(addprefix $(COMPARE_DIR)/,$(COMPARE_MODELS)) --output $(COMPARE_DIR)
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -92,16 +92,18 @@ def cmd_data_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from defax_keras.models.registry import list_models, model_entry
+    from defax_keras.models.registry import list_models, model_entry, parameter_counts
 
+    names = [model_entry(name).name for name in args.names] if args.names else list_models()
     aliases = {}
-    for name in list_models(aliases=True):
-        aliases.setdefault(model_entry(name).name, []).append(name)
-    for name in list_models():
-        entry = model_entry(name)
-        also = [a for a in aliases[name] if a != name]
-        label = f"{name} (= {', '.join(also)})" if also else name
-        print(f"{label:<26} {entry.description}")
+    for alias in list_models(aliases=True):
+        if model_entry(alias).name != alias:
+            aliases.setdefault(model_entry(alias).name, []).append(alias)
+    counts = parameter_counts(names)
+    print(f"{'model':<26} {'parameters':>12}  description")
+    for name in names:
+        label = f"{name} (= {', '.join(aliases[name])})" if name in aliases else name
+        print(f"{label:<26} {counts[name]:>12,}  {model_entry(name).description}")
     return 0
 
 
@@ -146,6 +148,15 @@ def cmd_train(args) -> int:
                 auc=_fmt(test["roc_auc"]), real=_fmt(test["real_accuracy"]), fake=_fmt(test["fake_accuracy"]), **test
             )
         )
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from defax_keras.evaluation.compare import write_comparison
+
+    markdown, table = write_comparison(args.runs, args.output)
+    print(markdown.read_text(encoding="utf-8"))
+    print(f"Written: {markdown}, {table}")
     return 0
 
 
@@ -195,7 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="store_true", help="regenerate even if a matching copy exists")
     demo.set_defaults(func=cmd_data_demo)
 
-    models = commands.add_parser("models", help="list the registered models")
+    models = commands.add_parser(
+        "models",
+        help="list the registered models with their parameter counts",
+        description="List registered models, parameters at the default size (built once without "
+        "weights, then cached) and a description.",
+    )
+    models.add_argument("names", nargs="*", metavar="NAME", help="only these models")
     models.set_defaults(func=cmd_models)
 
     train = commands.add_parser(
@@ -218,6 +235,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last completed epoch")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     train.set_defaults(func=cmd_train)
+
+    compare = commands.add_parser(
+        "compare",
+        help="the paper's comparison table from finished runs",
+        description="Read each run's metrics.json and write the comparison table (Markdown and CSV), "
+        "best value of each column in bold.",
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `defax train`")
+    compare.add_argument("--output", "-o", default=".", help="folder for comparison.md and comparison.csv (default .)")
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 

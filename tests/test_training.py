@@ -112,10 +112,15 @@ def test_offline_imagenet_weights_fail_in_one_line(tmp_path, tiny_demo):
     assert time.time() - start < 120
 
 
-def test_models_command_lists_the_registry():
-    result = _defax("models")
-    assert result.returncode == 0
-    assert "defax_tiny (= defax)" in result.stdout and "defax_nano" in result.stdout
+def test_models_command_lists_models_with_parameter_counts():
+    result = _defax("models", "defax", "defax_nano", "vgg16_nano")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split()[:4] == ["defax_tiny", "(=", "defax)", "35,114,008"]
+    assert lines[2].split()[:2] == ["defax_nano", "958,692"]
+    assert lines[3].split()[:2] == ["vgg16_nano", "130,066"]
+    result = _defax("models", "nope")
+    assert result.returncode == 2 and "unknown model 'nope'" in result.stderr
 
 
 # --------------------------------------------------------------------------- a whole run

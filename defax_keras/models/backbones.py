@@ -28,19 +28,26 @@ NONE, IMAGENET = "none", "imagenet"
 warnings.filterwarnings("ignore", message=r"Layer 'attn' \(of type WindowAttention\) was passed an input with a mask")
 
 
+_CLASSES = {
+    "swin": "SwinTransformerBackbone",
+    "efficientnet": "EfficientNetBackbone",
+    "vit": "ViTBackbone",
+    "vgg": "VGGBackbone",
+    "resnet": "ResNetBackbone",
+}
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One backbone size: its KerasHub class, architecture and ImageNet preset (if any)."""
+    """One backbone size: its KerasHub family, architecture and ImageNet preset (if any)."""
 
-    family: str  # "swin" or "efficientnet"
+    family: str  # a key of _CLASSES
     config: dict = field(default_factory=dict)
     preset: str | None = None
 
     @property
     def backbone_class(self):
-        if self.family == "swin":
-            return keras_hub.models.SwinTransformerBackbone
-        return keras_hub.models.EfficientNetBackbone
+        return getattr(keras_hub.models, _CLASSES[self.family])
 
 
 def _swin(embed_dim, depths, num_heads, preset=None, window_size=7) -> BackboneSpec:
@@ -92,6 +99,49 @@ def _efficientnet(width, depth, preset=None, **changes) -> BackboneSpec:
     return BackboneSpec("efficientnet", config, preset)
 
 
+def _vit(hidden_dim, num_layers, num_heads, mlp_dim, preset=None) -> BackboneSpec:
+    config = dict(patch_size=16, num_layers=num_layers, num_heads=num_heads, hidden_dim=hidden_dim, mlp_dim=mlp_dim)
+    return BackboneSpec("vit", config, preset)
+
+
+def _vgg(repeats, filters, preset=None) -> BackboneSpec:
+    return BackboneSpec("vgg", dict(stackwise_num_repeats=list(repeats), stackwise_num_filters=list(filters)), preset)
+
+
+def _resnet(filters, blocks, block_type, preset=None) -> BackboneSpec:
+    config = dict(
+        input_conv_filters=[filters[0]],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=list(filters),
+        stackwise_num_blocks=list(blocks),
+        stackwise_num_strides=[1, 2, 2, 2],
+        block_type=block_type,
+        use_pre_activation=False,
+    )
+    return BackboneSpec("resnet", config, preset)
+
+
+def _efficientnetv2(width, depth, preset=None) -> BackboneSpec:
+    # timm's efficientnetv2_rw_t layout (keras_hub/src/utils/timm/convert_efficientnet.py, "rw_t").
+    config = dict(
+        _EFFICIENTNET_BASE,
+        stackwise_width_coefficients=[width] * 6,
+        stackwise_depth_coefficients=[depth] * 6,
+        stackwise_kernel_sizes=[3, 3, 3, 3, 3, 3],
+        stackwise_num_repeats=[2, 4, 4, 6, 9, 15],
+        stackwise_input_filters=[24, 24, 48, 64, 128, 160],
+        stackwise_output_filters=[24, 48, 64, 128, 160, 256],
+        stackwise_expansion_ratios=[1, 4, 4, 4, 6, 6],
+        stackwise_strides=[1, 2, 2, 2, 1, 2],
+        stackwise_squeeze_and_excite_ratios=[0, 0, 0, 0.25, 0.25, 0.25],
+        stackwise_block_types=["cba"] + ["fused"] * 2 + ["unfused"] * 3,
+        stackwise_force_input_filters=[0] * 6,
+        stackwise_nores_option=[False] * 6,
+        activation="silu",
+    )
+    return BackboneSpec("efficientnet", config, preset)
+
+
 BACKBONES: dict[str, BackboneSpec] = {
     "swin_nano": _swin(32, (2, 2, 2), (2, 4, 8)),
     "swin_tiny": _swin(96, (2, 2, 6, 2), (3, 6, 12, 24), "swin_tiny_patch4_window7_224"),
@@ -104,18 +154,29 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet_b0": _efficientnet(1.0, 1.0, "efficientnet_b0_ra_imagenet"),
     "efficientnet_b3": _efficientnet(1.2, 1.4, "efficientnet_b3_ra2_imagenet"),
     "efficientnet_b5": _efficientnet(1.6, 2.2, "efficientnet_b5_sw_imagenet"),
+    "efficientnetv2_nano": _efficientnetv2(0.25, 0.25),
+    "efficientnetv2_rw_t": _efficientnetv2(0.8, 0.9, "efficientnet2_rw_t_ra2_imagenet"),
+    "vit_nano": _vit(64, 2, 2, 128),
+    "vit_base": _vit(768, 12, 12, 3072, "vit_base_patch16_224_imagenet"),
+    "vgg_nano": _vgg((1, 1, 1, 1, 1), (8, 16, 32, 64, 64)),
+    "vgg16": _vgg((2, 2, 3, 3, 3), (64, 128, 256, 512, 512), "vgg_16_imagenet"),
+    "resnet_nano": _resnet((64, 64, 96, 128), (1, 1, 1, 1), "basic_block"),  # KerasHub wants 64 first
+    "resnet50": _resnet((64, 128, 256, 512), (3, 4, 6, 3), "bottleneck_block", "resnet_50_imagenet"),
 }
-"""Architectures by name. The Swin configs are the presets' (patch 4, window
-7); the EfficientNet ones are timm's B0/B3/B5 as KerasHub converts them."""
+"""Architectures by name. Swin, ViT, VGG and ResNet configs are the presets';
+the EfficientNets are timm's B0/B3/B5 and EfficientNetV2-RW-T as KerasHub
+converts them. `*_nano` are small versions for tests and the demo."""
 
 
 def _input_kwargs(spec: BackboneSpec, image_size: int) -> dict:
     shape = (image_size, image_size, 3)
-    return {"image_shape": shape} if spec.family == "swin" else {"input_shape": shape}
+    return {"input_shape": shape} if spec.family == "efficientnet" else {"image_shape": shape}
 
 
-def _check_swin_size(spec: BackboneSpec, image_size: int) -> None:
-    """Each Swin stage's token grid must tile into windows (or fit inside one)."""
+def _check_image_size(spec: BackboneSpec, image_size: int) -> None:
+    """ViT patches must tile the image; each Swin stage's token grid must tile into windows."""
+    if spec.family == "vit" and image_size % spec.config["patch_size"]:
+        raise DefaxError(f"image size {image_size} does not suit ViT: use a multiple of its patch size {spec.config['patch_size']}")
     if spec.family != "swin":
         return
     patch, window, stages = spec.config["patch_size"], spec.config["window_size"], len(spec.config["depths"])
@@ -168,8 +229,8 @@ def build_backbone(name: str, image_size: int, weights="none", *, layer_name: st
     if name not in BACKBONES:
         raise DefaxError(f"unknown backbone '{name}'; choices: {', '.join(BACKBONES)}")
     spec = BACKBONES[name]
-    _check_swin_size(spec, image_size)
-    weights = resolve_weights(weights, spec.family)
+    _check_image_size(spec, image_size)
+    weights = resolve_weights(weights, layer_name or spec.family)
     kwargs = {"name": layer_name or spec.family, "dtype": dtype, **_input_kwargs(spec, image_size)}
     if weights == NONE:
         return spec.backbone_class(**spec.config, **kwargs)

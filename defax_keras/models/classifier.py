@@ -48,13 +48,30 @@ class ImageClassifier(keras.Model):
     """Base class: input RGB `[B, H, W, 3]` in [0, 255], output `[B, 2]` softmax (index 1 = fake).
 
     Subclasses set the class attributes below to their paper's training setup
-    and list their pretrained parts in `backbone_layers()` (for freezing).
+    and name their backbone arguments in `nested_layers` (serialised in the config, frozen by `set_backbones_trainable`).
     """
 
     default_optimizer = "adamw"
     default_learning_rate = 1e-4
     default_final_learning_rate = 1e-6
     default_weight_decay = 1e-4
+    nested_layers: tuple[str, ...] = ()
+    """Constructor arguments that are layers (backbones), serialised inside the config."""
+
+    def _config(self, **values) -> dict:
+        # Not chained to Functional.get_config, whose nested graph our constructors cannot take.
+        config = {"name": self.name, "trainable": self.trainable, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
+        config.update({key: keras.layers.serialize(getattr(self, key)) for key in self.nested_layers})
+        config.update(values)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in cls.nested_layers:
+            if isinstance(config.get(key), dict):
+                config[key] = keras.layers.deserialize(config[key])
+        return cls(**config)
 
     @property
     def image_size(self) -> int:
@@ -62,7 +79,7 @@ class ImageClassifier(keras.Model):
 
     def backbone_layers(self) -> list:
         """The pretrained parts (a method: Keras' saver would walk a property)."""
-        return []
+        return [getattr(self, key) for key in self.nested_layers]
 
     def set_backbones_trainable(self, trainable: bool) -> None:
         """Freeze or unfreeze the pretrained parts (call `compile()` again afterwards)."""

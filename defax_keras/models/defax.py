@@ -45,6 +45,8 @@ class DefaxModel(ImageClassifier):
         head_units, head_dropout: the classification head's hidden layer.
     """
 
+    nested_layers = ("swin", "efficientnet")
+
     def __init__(
         self,
         swin,
@@ -89,32 +91,16 @@ class DefaxModel(ImageClassifier):
         self.head_units = head_units
         self.head_dropout = head_dropout
 
-    def backbone_layers(self) -> list:
-        return [self.swin, self.efficientnet]
 
     def get_config(self):
-        # Not chained to Functional.get_config, whose nested graph our constructor cannot take.
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-            "swin": keras.layers.serialize(self.swin),
-            "efficientnet": keras.layers.serialize(self.efficientnet),
-            "num_heads": self.num_heads,
-            "fusion_dim": self.fusion_dim,
-            "key_dim": self.key_dim,
-            "attention_dropout": self.attention_dropout,
-            "head_units": self.head_units,
-            "head_dropout": self.head_dropout,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("swin", "efficientnet"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.layers.deserialize(config[key])
-        return cls(**config)
+        return self._config(
+            num_heads=self.num_heads,
+            fusion_dim=self.fusion_dim,
+            key_dim=self.key_dim,
+            attention_dropout=self.attention_dropout,
+            head_units=self.head_units,
+            head_dropout=self.head_dropout,
+        )
 
     def save_to_preset(self, preset_dir) -> None:
         """Write both backbones as KerasHub presets (`swin/`, `efficientnet/`), loadable with `weights=preset_dir`."""

@@ -8,6 +8,7 @@ override is caught with the list of valid ones.
 from __future__ import annotations
 
 import inspect
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,7 +49,8 @@ def register_model(name: str, *, family: str, description: str, aliases: tuple[s
 
 
 def _load_builtin_models() -> None:
-    from defax_keras.models import defax  # noqa: F401  (registers on import)
+    from defax_keras.models import defax  # noqa: F401, I001  (they register on import)
+    from defax_keras.models import baselines  # noqa: F401
 
 
 def resolve_model_name(name: str) -> str:
@@ -81,3 +83,29 @@ def build_model(name: str, **overrides):
             f"options: {', '.join(entry.options)}"
         )
     return entry.builder(**overrides)
+
+
+def parameter_counts(names) -> dict[str, int]:
+    """Parameters of each model at its default size, built without weights (cached per version)."""
+    import keras
+    import keras_hub
+
+    from defax_keras import __version__
+    from defax_keras.cache import cache_dir
+
+    path = cache_dir() / "parameter_counts.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    versions = f"{__version__}|{keras.__version__}|{keras_hub.__version__}"
+    counts = {}
+    for name in names:
+        key = f"{resolve_model_name(name)}|{versions}"
+        if key not in cached:
+            cached[key] = int(build_model(name, weights="none").count_params())
+            keras.backend.clear_session()
+        counts[name] = cached[key]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cached, indent=1))
+    return counts

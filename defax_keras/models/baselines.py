@@ -1,0 +1,246 @@
+"""The paper's baselines: one backbone, a pooling, a head, in the same framework as DeFaX.
+
+| name | backbone | pooling | head | input scaling | compile() default |
+|---|---|---|---|---|---|
+| facevit | ViT-B/16 | class token | Dropout(0.1) -> Dense(2) | ImageNet | AdamW 1e-4, cosine |
+| fakevit | ViT-B/16 | class token | Dense(512) -> ReLU -> Dropout(0.3) -> Dense(2) | ImageNet | AdamW 1e-4, cosine |
+| gsf_tfn | Swin-B | attention pooling | Dense(512) -> BN -> ReLU -> Dense(2) | ImageNet | AdamW 1e-4, cosine |
+| gsu_tfr | Swin-B | attention pooling | Dense(512) -> BN -> ReLU -> Dropout(0.3) -> Dense(2) | ImageNet | AdamW 1e-4, cosine |
+| efficientnetv2 | EfficientNetV2-RW-T | global average | Dropout(0.2) -> Dense(2) | ImageNet | Adamax 1e-5 |
+| vgg16 | VGG16 | global average | Dense(1024, relu) -> Dense(2) | [0, 1] | Adamax 1e-5 |
+| resnet50 | ResNet-50 | global average | Dropout(0.2) -> Dense(2) | [0, 1] | Adamax 1e-5 |
+| simple_cnn | 3 x (conv, pool) | flatten | Dense(256, relu) -> Dropout(0.5) -> Dense(2) | [0, 1] | AdamW 1e-3 (from scratch) |
+
+Each has a `<name>_nano` variant (small backbone, 112 px) for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from defax_keras.models.backbones import build_backbone
+from defax_keras.models.classifier import ImageClassifier, imagenet_normalization
+from defax_keras.models.registry import register_model
+
+NUM_CLASSES = 2
+POOLINGS = ("avg", "class_token", "attention", "flatten")
+
+
+@keras.saving.register_keras_serializable(package="defax_keras")
+class AttentionPooling(keras.layers.Layer):
+    """Tokens -> spatial map -> 1x1 conv -> sigmoid weights -> weighted mean over positions.
+
+    Accepts tokens `[B, N, C]` (N a square number, e.g. Swin's 7x7) or a map
+    `[B, H, W, C]`. The weights are normalised to sum to one per image, so the
+    output is a weighted mean; `return_weights=True` also returns them
+    `[B, H, W]`, a built-in saliency map.
+    """
+
+    def build(self, input_shape):
+        self.score = keras.layers.Conv2D(1, 1, name="score", dtype=self.dtype_policy)
+        channels = input_shape[-1]
+        self.score.build((None, None, None, channels))
+
+    def _as_map(self, x):
+        if len(x.shape) == 4:
+            return x
+        side = int(round(x.shape[1] ** 0.5))
+        if side * side != x.shape[1]:
+            raise ValueError(f"AttentionPooling needs a square number of tokens, got {x.shape[1]}")
+        return ops.reshape(x, (-1, side, side, x.shape[-1]))
+
+    def call(self, x, return_weights=False):
+        spatial = self._as_map(x)
+        weights = ops.sigmoid(self.score(spatial))  # [B, H, W, 1]
+        pooled = ops.sum(spatial * weights, axis=(1, 2)) / (ops.sum(weights, axis=(1, 2)) + 1e-6)
+        if return_weights:
+            return pooled, ops.squeeze(weights, -1)
+        return pooled
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="defax_keras")
+class ClassToken(keras.layers.Layer):
+    """The first token (ViT's class token) of `[B, 1 + N, C]`."""
+
+    def call(self, tokens):
+        return tokens[:, 0]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+
+def _pool(pooling: str, features, dtype):
+    if pooling == "avg":
+        layer = keras.layers.GlobalAveragePooling2D if len(features.shape) == 4 else keras.layers.GlobalAveragePooling1D
+        return layer(name="pool", dtype=dtype)(features)
+    if pooling == "class_token":
+        return ClassToken(name="pool", dtype=dtype)(features)
+    if pooling == "attention":
+        return AttentionPooling(name="pool", dtype=dtype)(features)
+    return keras.layers.Flatten(name="pool", dtype=dtype)(features)
+
+
+def mlp_head(hidden: int | None, dropout: float, batch_norm: bool = False, name: str = "head", dtype=None) -> keras.Sequential:
+    """[Dense(hidden) -> (BatchNorm) -> ReLU] -> Dropout -> Dense(2): logits."""
+    layers = []
+    if hidden:
+        layers.append(keras.layers.Dense(hidden, name="hidden", dtype=dtype))
+        if batch_norm:
+            layers.append(keras.layers.BatchNormalization(name="norm", dtype=dtype))
+        layers.append(keras.layers.ReLU(name="relu", dtype=dtype))
+    if dropout:
+        layers.append(keras.layers.Dropout(dropout, name="dropout", dtype=dtype))
+    layers.append(keras.layers.Dense(NUM_CLASSES, name="logits", dtype=dtype))
+    return keras.Sequential(layers, name=name)
+
+
+@keras.saving.register_keras_serializable(package="defax_keras")
+class BackboneClassifier(ImageClassifier):
+    """A baseline detector: normalisation -> backbone -> pooling -> MLP head -> softmax.
+
+    Args:
+        backbone: a Keras model giving a feature map `[B, H, W, C]` or tokens `[B, N, C]`.
+        pooling: `avg`, `class_token`, `attention` or `flatten`.
+        head_units: hidden width of the head (`None`: a single Dense(2)).
+        head_batch_norm, head_dropout: the head's BatchNorm and dropout.
+        input_scaling: `imagenet` (mean/std, for transformers and EfficientNet)
+            or `unit` (pixels / 255, the paper's CNN setup).
+        optimizer, learning_rate, final_learning_rate, weight_decay: what
+            `compile()` uses by default (`adamw` or `adamax`).
+    """
+
+    nested_layers = ("backbone",)
+
+    def __init__(
+        self,
+        backbone,
+        pooling: str = "avg",
+        head_units: int | None = None,
+        head_batch_norm: bool = False,
+        head_dropout: float = 0.0,
+        input_scaling: str = "imagenet",
+        optimizer: str = "adamw",
+        learning_rate: float = 1e-4,
+        final_learning_rate: float = 1e-6,
+        weight_decay: float = 1e-4,
+        dtype=None,
+        **kwargs,
+    ):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if input_scaling not in ("imagenet", "unit"):
+            raise ValueError(f"input_scaling must be 'imagenet' or 'unit', got {input_scaling!r}")
+        images = keras.Input(shape=tuple(backbone.input_shape[1:]), name="images")
+        if input_scaling == "imagenet":
+            x = imagenet_normalization(dtype=dtype)(images)
+        else:
+            x = keras.layers.Rescaling(1.0 / 255, name="normalize", dtype=dtype)(images)
+        features = backbone(x)
+        pooled = _pool(pooling, features, dtype)
+        logits = mlp_head(head_units, head_dropout, head_batch_norm, dtype=dtype)(pooled)
+        probabilities = keras.layers.Softmax(name="probabilities", dtype="float32")(logits)
+        super().__init__(inputs=images, outputs=probabilities, dtype=dtype, **kwargs)
+        self.backbone = backbone
+        self.pooling = pooling
+        self.head_units = head_units
+        self.head_batch_norm = head_batch_norm
+        self.head_dropout = head_dropout
+        self.input_scaling = input_scaling
+        self.default_optimizer = optimizer
+        self.default_learning_rate = learning_rate
+        self.default_final_learning_rate = final_learning_rate
+        self.default_weight_decay = weight_decay
+
+
+    def get_config(self):
+        return self._config(
+            pooling=self.pooling,
+            head_units=self.head_units,
+            head_batch_norm=self.head_batch_norm,
+            head_dropout=self.head_dropout,
+            input_scaling=self.input_scaling,
+            optimizer=self.default_optimizer,
+            learning_rate=self.default_learning_rate,
+            final_learning_rate=self.default_final_learning_rate,
+            weight_decay=self.default_weight_decay,
+        )
+
+
+def simple_cnn_backbone(image_size: int, filters=(32, 64, 128), name: str = "backbone", dtype=None) -> keras.Model:
+    """Three conv (3x3, ReLU) + max-pool blocks; the last conv map is the explainable feature map."""
+    images = keras.Input((image_size, image_size, 3))
+    x = images
+    for index, width in enumerate(filters, start=1):
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{index}", dtype=dtype)(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{index}", dtype=dtype)(x)
+    return keras.Model(images, x, name=name)
+
+
+# name: (backbone, nano backbone, pooling, head (units, batch norm, dropout), scaling, optimizer (name, lr, final, wd), description)
+_ADAMW = ("adamw", 1e-4, 1e-6, 1e-4)
+_ADAMAX = ("adamax", 1e-5, 1e-7, 0.0)
+BASELINES = {
+    "facevit": ("vit_base", "vit_nano", "class_token", (None, False, 0.1), "imagenet", _ADAMW, "ViT-B/16, class token, linear head"),
+    "fakevit": ("vit_base", "vit_nano", "class_token", (512, False, 0.3), "imagenet", _ADAMW, "ViT-B/16, class token, Dense(512)-ReLU-Dropout(0.3) head"),
+    "gsf_tfn": ("swin_base", "swin_nano", "attention", (512, True, 0.0), "imagenet", _ADAMW, "Swin-B, attention pooling, Dense(512)-BN-ReLU head"),
+    "gsu_tfr": ("swin_base", "swin_nano", "attention", (512, True, 0.3), "imagenet", _ADAMW, "Swin-B, attention pooling, Dense(512)-BN-ReLU-Dropout head"),
+    "efficientnetv2": ("efficientnetv2_rw_t", "efficientnetv2_nano", "avg", (None, False, 0.2), "imagenet", _ADAMAX, "EfficientNetV2-RW-T (KerasHub), average pooling"),
+    "vgg16": ("vgg16", "vgg_nano", "avg", (1024, False, 0.0), "unit", _ADAMAX, "VGG16, average pooling, Dense(1024, relu)"),
+    "resnet50": ("resnet50", "resnet_nano", "avg", (None, False, 0.2), "unit", _ADAMAX, "ResNet-50, average pooling"),
+    "simple_cnn": (None, None, "flatten", (256, False, 0.5), "unit", ("adamw", 1e-3, 1e-5, 1e-4), "3 conv + pool blocks, Dense(256)"),
+}
+
+
+def _register(name: str, nano: bool):
+    backbone_name, nano_backbone, pooling, (units, batch_norm, dropout), scaling, optimizer, description = BASELINES[name]
+    backbone_name = nano_backbone if nano else backbone_name
+    default_size = 112 if nano else 224
+    default_weights = "none" if nano or backbone_name is None else "imagenet"
+    registered = f"{name}_nano" if nano else name
+
+    def build(
+        *,
+        weights=default_weights,
+        image_size: int = default_size,
+        head_units: int | None = units,
+        head_dropout: float = dropout,
+        dtype=None,
+        name: str = registered,
+    ) -> BackboneClassifier:
+        if backbone_name is None:
+            if str(weights).lower() not in ("none", "false"):
+                from defax_keras.errors import DefaxError
+
+                raise DefaxError(f"{registered} is trained from scratch: it has no pretrained weights; use weights='none'")
+            widths = (16, 32, 64) if nano else (32, 64, 128)
+            backbone = simple_cnn_backbone(image_size, widths, dtype=dtype)
+        else:
+            backbone = build_backbone(backbone_name, image_size, weights, layer_name="backbone", dtype=dtype)
+        optimizer_name, learning_rate, final_rate, decay = optimizer
+        return BackboneClassifier(
+            backbone,
+            pooling=pooling,
+            head_units=head_units,
+            head_batch_norm=batch_norm,
+            head_dropout=head_dropout,
+            input_scaling=scaling,
+            optimizer=optimizer_name,
+            learning_rate=learning_rate,
+            final_learning_rate=final_rate,
+            weight_decay=decay,
+            dtype=dtype,
+            name=name,
+        )
+
+    build.__name__ = f"build_{registered}"
+    summary = f"{description}{' (small, 112 px)' if nano else ''}"
+    register_model(registered, family=name, description=summary)(build)
+
+
+for _name in BASELINES:
+    _register(_name, nano=False)
+    _register(_name, nano=True)
