@@ -63,6 +63,7 @@ def test_nano_baseline_trains_saves_and_reloads(name, tmp_path):
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
     assert type(loaded) is BackboneClassifier
+    assert [layer.name for layer in loaded.layers] == ["images", "normalize", "backbone", "pool", "head", "probabilities"]
     np.testing.assert_array_equal(loaded.predict(_pixels(3, seed=1), verbose=0), probabilities)
     assert int(loaded.optimizer.iterations) == 1
 

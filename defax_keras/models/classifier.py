@@ -48,7 +48,8 @@ class ImageClassifier(keras.Model):
     """Base class: input RGB `[B, H, W, 3]` in [0, 255], output `[B, 2]` softmax (index 1 = fake).
 
     Subclasses set the class attributes below to their paper's training setup
-    and name their backbone arguments in `nested_layers` (serialised in the config, frozen by `set_backbones_trainable`).
+    and name their backbone arguments in `nested_layers` (serialised inside the
+    config, frozen by `set_backbones_trainable`).
     """
 
     default_optimizer = "adamw"
@@ -61,7 +62,11 @@ class ImageClassifier(keras.Model):
     def _config(self, **values) -> dict:
         # Not chained to Functional.get_config, whose nested graph our constructors cannot take.
         config = {"name": self.name, "trainable": self.trainable, "dtype": keras.dtype_policies.serialize(self.dtype_policy)}
-        config.update({key: keras.layers.serialize(getattr(self, key)) for key in self.nested_layers})
+        for key in self.nested_layers:
+            layer = getattr(self, key)
+            config[key] = keras.layers.serialize(layer)
+            # Some KerasHub backbones (VGG in 0.32) leave their name out of get_config().
+            config[key]["config"].setdefault("name", layer.name)
         config.update(values)
         return config
 
