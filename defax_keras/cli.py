@@ -151,6 +151,28 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from defax_keras.evaluation.evaluate import evaluate
+
+    output = evaluate(
+        args.model_path,
+        args.data,
+        args.output,
+        split=args.split,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        threshold_method=args.threshold_method,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    for report in sorted(output.rglob("report.md")):
+        print(report.read_text(encoding="utf-8").split("## Skipped")[0])
+    if (output / "cross_dataset.md").is_file():
+        print((output / "cross_dataset.md").read_text(encoding="utf-8"))
+    print(f"Written to {output}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from defax_keras.evaluation.compare import write_comparison
 
@@ -235,6 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last completed epoch")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     train.set_defaults(func=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="metrics, plots and predictions of a saved model on one or more datasets",
+        description="Evaluate a saved model: predictions.csv, metrics.json, report.md and figures per "
+        "dataset, plus the cross-dataset table when several are given.",
+    )
+    evaluate.add_argument("--model-path", "-m", required=True, help="a .keras file or a run directory")
+    evaluate.add_argument("--data", "-d", action="append", required=True, help="dataset (repeat for several)")
+    evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for unsplit sets)")
+    evaluate.add_argument("--batch-size", type=int, default=32)
+    evaluate.add_argument("--output", "-o", help="output folder (default: evaluation/ next to the model)")
+    evaluate.add_argument("--threshold", default="0.5", help="decision threshold, or 'auto' (chosen on the validation split)")
+    evaluate.add_argument("--threshold-method", choices=("eer", "youden"), default="eer", help="how 'auto' chooses (default eer)")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     compare = commands.add_parser(
         "compare",

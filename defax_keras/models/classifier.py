@@ -140,6 +140,10 @@ class ImageClassifier(keras.Model):
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, **kwargs):
         """`keras.Model.fit`; first sizes an undetermined cosine schedule to this run."""
+        import tensorflow as tf
+
+        if isinstance(x, tf.data.Dataset):
+            kwargs.setdefault("shuffle", False)  # datasets shuffle themselves; Keras would warn it ignores this
         schedule = getattr(getattr(self, "optimizer", None), "_learning_rate", None)
         if isinstance(schedule, CosineDecayToFloor) and schedule.decay_steps is None:
             steps = _steps_per_epoch(x, batch_size, kwargs.get("steps_per_epoch"))

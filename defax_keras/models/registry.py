@@ -48,13 +48,14 @@ def register_model(name: str, *, family: str, description: str, aliases: tuple[s
     return decorate
 
 
-def _load_builtin_models() -> None:
-    from defax_keras.models import defax  # noqa: F401, I001  (they register on import)
+def load_builtin_models() -> None:
+    """Import the model modules: registers their builders here and their classes with Keras."""
+    from defax_keras.models import defax  # noqa: F401, I001
     from defax_keras.models import baselines  # noqa: F401
 
 
 def resolve_model_name(name: str) -> str:
-    _load_builtin_models()
+    load_builtin_models()
     key = str(name).strip().lower().replace("-", "_")
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
@@ -68,7 +69,7 @@ def model_entry(name: str) -> ModelEntry:
 
 def list_models(*, aliases: bool = False) -> list[str]:
     """Registered model names (with their aliases, such as `defax`, if asked)."""
-    _load_builtin_models()
+    load_builtin_models()
     names = list(_REGISTRY)
     return sorted(names + list(_ALIASES)) if aliases else names
 

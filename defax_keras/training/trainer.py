@@ -91,35 +91,13 @@ def _compile(model, optimizer, config, jit_compile):
 
 def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, float]:
     """Metrics of `model` on `split` of `source`, and inference images/s."""
-    import numpy as np
-
-    from defax_keras.data.pipeline import make_dataset
+    from defax_keras.evaluation.evaluate import predict_split
     from defax_keras.evaluation.metrics import classification_metrics
 
-    dataset = make_dataset(source, split, image_size=model.image_size, batch_size=batch_size)
-    labels = np.array([s.label for s in source.split(split)])
     start = time.perf_counter()
-    probabilities = model.predict(dataset.map(lambda images, _: images), verbose=0)
+    samples, p_fake = predict_split(model, source, split, batch_size)
     seconds = time.perf_counter() - start
-    return classification_metrics(labels, probabilities[:, 1]), len(labels) / seconds
-
-
-def _datasets(config: dict, image_size: int, run_dir: Path, completed: int):
-    """The data source and its training and validation (if any) datasets."""
-    from defax_keras.data.pipeline import make_dataset
-    from defax_keras.data.sources import load_source
-
-    source = load_source(config["data"], manifest_dir=run_dir, seed=config["seed"])
-    batch, cache = config["batch_size"], config["cache"]
-    augment = dict(config["augmentation"]) if config["augment"] else False
-    # A resumed run must not replay the first epochs' order and augmentations.
-    train_data = make_dataset(
-        source, "train", image_size=image_size, batch_size=batch, augment=augment, seed=config["seed"] + completed, cache=cache
-    )
-    valid_data = None
-    if "valid" in source.splits:
-        valid_data = make_dataset(source, "valid", image_size=image_size, batch_size=batch, cache=cache)
-    return source, train_data, valid_data
+    return classification_metrics([s.label for s in samples], p_fake), len(samples) / seconds
 
 
 def _write_results(run_dir: Path, config: dict, source, monitor: str, completed: int) -> None:
@@ -219,7 +197,6 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
                 validation_data=valid_data,
                 callbacks=callbacks,
                 verbose=_verbosity(),
-                shuffle=False,  # make_dataset shuffles (Keras would warn that it ignores this)
             )
             completed = _completed_epochs(run_dir)
             if model.stop_training:

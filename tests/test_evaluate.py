@@ -1,0 +1,111 @@
+"""`defax evaluate`: files, label mapping, metrics against scikit-learn, cross-dataset table, bad files."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from defax_keras.evaluation.evaluate import evaluate
+from defax_keras.evaluation.metrics import choose_threshold
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_demo, tmp_path_factory):
+    import keras
+
+    from defax_keras.data.pipeline import make_dataset
+    from defax_keras.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("simple_cnn_nano")
+    model.compile()
+    model.fit(make_dataset(tiny_demo, "train", image_size=112, batch_size=8, seed=0), epochs=2, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def damaged_copy(tiny_demo, tmp_path_factory):
+    """The tiny demo set with one test image replaced by text: it must be skipped and listed."""
+    copy = tmp_path_factory.mktemp("damaged") / "demo"
+    shutil.copytree(tiny_demo, copy)
+    victim = sorted((copy / "real_vs_fake" / "real-vs-fake" / "test" / "fake").glob("*.jpg"))[0]
+    victim.write_text("not an image")
+    return copy, victim
+
+
+def _rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_one_dataset_writes_every_file_with_the_label_convention(saved_model, tiny_demo, tmp_path):
+    output = evaluate(saved_model, [str(tiny_demo)], tmp_path / "eval", bootstrap=200)
+    for name in ("predictions.csv", "metrics.json", "report.md", "roc.png", "precision_recall.png",
+                 "confusion_matrix.png", "reliability.png", "score_histogram.png"):
+        assert (output / name).is_file(), name
+    rows = _rows(output / "predictions.csv")
+    assert len(rows) == 16 and list(rows[0]) == ["path", "label", "p_fake", "pred"]
+    for row in rows:  # the folder says what the image is: real -> 0, fake -> 1
+        assert int(row["label"]) == (0 if "/real/" in row["path"] else 1)
+        assert int(row["pred"]) == int(float(row["p_fake"]) >= 0.5)
+    labels = np.array([int(r["label"]) for r in rows])
+    scores = np.array([float(r["p_fake"]) for r in rows])
+    metrics = json.loads((output / "metrics.json").read_text())
+    at_half = metrics["at_0.5"]
+    assert at_half["accuracy"] == pytest.approx(skm.accuracy_score(labels, scores >= 0.5))
+    assert at_half["roc_auc"] == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-6)
+    assert at_half["log_loss"] == pytest.approx(skm.log_loss(labels, scores), rel=1e-4)
+    low, high = metrics["bootstrap"]["accuracy"]
+    assert low <= at_half["accuracy"] <= high
+    assert metrics["skipped"] == []
+
+
+def test_auto_threshold_comes_from_the_validation_split(saved_model, tiny_demo, tmp_path):
+    output = evaluate(saved_model, [str(tiny_demo)], tmp_path / "eval", threshold="auto", threshold_method="youden", bootstrap=0)
+    metrics = json.loads((output / "metrics.json").read_text())
+    valid = evaluate(saved_model, [str(tiny_demo)], tmp_path / "valid", split="valid", bootstrap=0)
+    rows = _rows(valid / "predictions.csv")
+    expected = choose_threshold([int(r["label"]) for r in rows], [float(r["p_fake"]) for r in rows], "youden")
+    assert metrics["at_chosen_threshold"]["threshold"] == pytest.approx(expected, abs=1e-5)
+    assert metrics["threshold_method"] == "youden" and "youden on valid" in (output / "report.md").read_text()
+
+
+def test_several_datasets_give_folders_and_the_cross_dataset_table(saved_model, tiny_demo, damaged_copy, tmp_path):
+    damaged, victim = damaged_copy
+    output = evaluate(saved_model, [str(tiny_demo), str(damaged)], tmp_path / "eval", bootstrap=0)
+    first, second = json.loads((output / "demo" / "metrics.json").read_text()), json.loads((output / "demo-2" / "metrics.json").read_text())
+    assert first["count"] == 16 and second["count"] == 15
+    assert [item["path"] for item in second["skipped"]] == [str(victim)]
+    assert str(victim) in (output / "demo-2" / "report.md").read_text()  # listed, not silently dropped
+    table = _rows(output / "cross_dataset.csv")
+    assert [row["dataset"] for row in table] == ["demo", "demo-2"]
+    for row, metrics in zip(table, (first, second)):
+        for key in ("real_accuracy", "fake_accuracy", "accuracy", "roc_auc"):
+            assert float(row[key]) == pytest.approx(metrics["at_0.5"][key])
+    markdown = (output / "cross_dataset.md").read_text()
+    assert markdown.startswith("| Dataset | Real accuracy | Fake accuracy | Overall accuracy | ROC AUC |")
+
+
+def test_cli_errors_are_one_line(tmp_path, tiny_demo, saved_model):
+    def run(*args):
+        return subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args], capture_output=True, text=True, timeout=300)
+
+    for args, message in [
+        (["--model-path", str(tmp_path / "none.keras"), "--data", str(tiny_demo)], "model not found"),
+        (["--model-path", str(tiny_demo / "train.csv"), "--data", str(tiny_demo)], "cannot load"),
+        (["--model-path", str(saved_model), "--data", str(tmp_path / "nothing")], "data path not found"),
+        (["--model-path", str(saved_model), "--data", str(tiny_demo), "--threshold", "2"], "--threshold must be in [0, 1]"),
+    ]:
+        result = run(*args, "--output", str(tmp_path / "out"))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
