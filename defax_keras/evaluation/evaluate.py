@@ -175,11 +175,16 @@ def _dataset_names(datasets) -> list[str]:
     return names
 
 
+def model_folder(model_path) -> Path:
+    """The run directory given, or the folder of the model file given."""
+    path = Path(os.path.expanduser(str(model_path)))
+    return path if path.is_dir() else path.parent
+
+
 def evaluate(model_path, datasets, output_dir=None, **options) -> Path:
     """Evaluate a saved model on each dataset; returns the output folder."""
     model = load_model(model_path)
-    model_path = Path(os.path.expanduser(str(model_path)))
-    output_dir = Path(output_dir) if output_dir else (model_path if model_path.is_dir() else model_path.parent) / "evaluation"
+    output_dir = Path(output_dir) if output_dir else model_folder(model_path) / "evaluation"
     results = {}
     names = _dataset_names(datasets)
     for name, data in zip(names, datasets):

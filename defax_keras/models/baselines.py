@@ -20,7 +20,7 @@ import keras
 from keras import ops
 
 from defax_keras.models.backbones import build_backbone
-from defax_keras.models.classifier import ImageClassifier, imagenet_normalization
+from defax_keras.models.classifier import ImageClassifier, imagenet_normalization, probabilities_from_logits
 from defax_keras.models.registry import register_model
 
 NUM_CLASSES = 2
@@ -111,6 +111,7 @@ class BackboneClassifier(ImageClassifier):
             or `unit` (pixels / 255, the paper's CNN setup).
         optimizer, learning_rate, final_learning_rate, weight_decay: what
             `compile()` uses by default (`adamw` or `adamax`).
+        temperature: divides the logits before the softmax (1: none); set by `defax calibrate`.
     """
 
     nested_layers = ("backbone",)
@@ -127,6 +128,7 @@ class BackboneClassifier(ImageClassifier):
         learning_rate: float = 1e-4,
         final_learning_rate: float = 1e-6,
         weight_decay: float = 1e-4,
+        temperature: float = 1.0,
         dtype=None,
         **kwargs,
     ):
@@ -142,8 +144,9 @@ class BackboneClassifier(ImageClassifier):
         features = backbone(x)
         pooled = _pool(pooling, features, dtype)
         logits = mlp_head(head_units, head_dropout, head_batch_norm, dtype=dtype)(pooled)
-        probabilities = keras.layers.Softmax(name="probabilities", dtype="float32")(logits)
+        probabilities = probabilities_from_logits(logits, temperature)
         super().__init__(inputs=images, outputs=probabilities, dtype=dtype, **kwargs)
+        self.temperature = float(temperature)
         self.backbone = backbone
         self.pooling = pooling
         self.head_units = head_units

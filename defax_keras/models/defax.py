@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 
 from defax_keras.models.backbones import build_backbone
-from defax_keras.models.classifier import ImageClassifier, imagenet_normalization
+from defax_keras.models.classifier import ImageClassifier, imagenet_normalization, probabilities_from_logits
 from defax_keras.models.fusion import CrossAttentionFusion
 from defax_keras.models.registry import register_model
 
@@ -43,6 +43,7 @@ class DefaxModel(ImageClassifier):
         efficientnet: a `keras_hub.models.EfficientNetBackbone` (local branch).
         num_heads, fusion_dim, key_dim, attention_dropout: the `CrossAttentionFusion`.
         head_units, head_dropout: the classification head's hidden layer.
+        temperature: divides the logits before the softmax (1: none); set by `defax calibrate`.
     """
 
     nested_layers = ("swin", "efficientnet")
@@ -57,6 +58,7 @@ class DefaxModel(ImageClassifier):
         attention_dropout: float = 0.0,
         head_units: int = 512,
         head_dropout: float = 0.3,
+        temperature: float = 1.0,
         dtype=None,
         **kwargs,
     ):
@@ -79,8 +81,9 @@ class DefaxModel(ImageClassifier):
         fused = fusion(global_tokens, local_tokens)
         pooled = keras.layers.GlobalAveragePooling1D(name="pool", dtype=dtype)(fused)
         logits = head(pooled)
-        probabilities = keras.layers.Softmax(name="probabilities", dtype="float32")(logits)
+        probabilities = probabilities_from_logits(logits, temperature)
         super().__init__(inputs=images, outputs=probabilities, dtype=dtype, **kwargs)
+        self.temperature = float(temperature)
         # === Config ===
         self.swin = swin
         self.efficientnet = efficientnet

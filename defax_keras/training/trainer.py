@@ -100,6 +100,24 @@ def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, fl
     return classification_metrics([s.label for s in samples], p_fake), len(samples) / seconds
 
 
+def _datasets(config: dict, image_size: int, run_dir: Path, completed: int):
+    """The data source and its training and validation (if any) datasets."""
+    from defax_keras.data.pipeline import make_dataset
+    from defax_keras.data.sources import load_source
+
+    source = load_source(config["data"], manifest_dir=run_dir, seed=config["seed"])
+    batch, cache = config["batch_size"], config["cache"]
+    augment = dict(config["augmentation"]) if config["augment"] else False
+    # A resumed run must not replay the first epochs' order and augmentations.
+    train_data = make_dataset(
+        source, "train", image_size=image_size, batch_size=batch, augment=augment, seed=config["seed"] + completed, cache=cache
+    )
+    valid_data = None
+    if "valid" in source.splits:
+        valid_data = make_dataset(source, "valid", image_size=image_size, batch_size=batch, cache=cache)
+    return source, train_data, valid_data
+
+
 def _write_results(run_dir: Path, config: dict, source, monitor: str, completed: int) -> None:
     """metrics.json (test split of the best model), the final data report and the curves."""
     import keras
