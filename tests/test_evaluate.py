@@ -68,6 +68,9 @@ def test_one_dataset_writes_every_file_with_the_label_convention(saved_model, ti
     low, high = metrics["bootstrap"]["accuracy"]
     assert low <= at_half["accuracy"] <= high
     assert metrics["skipped"] == []
+    # A validation split exists, so the EER threshold chosen on it is reported too.
+    assert metrics["threshold_method"] == "eer" and metrics["at_validation_threshold"] is not None
+    assert metrics["operating_threshold"] == 0.5
 
 
 def test_auto_threshold_comes_from_the_validation_split(saved_model, tiny_demo, tmp_path):
@@ -76,8 +79,11 @@ def test_auto_threshold_comes_from_the_validation_split(saved_model, tiny_demo, 
     valid = evaluate(saved_model, [str(tiny_demo)], tmp_path / "valid", split="valid", bootstrap=0)
     rows = _rows(valid / "predictions.csv")
     expected = choose_threshold([int(r["label"]) for r in rows], [float(r["p_fake"]) for r in rows], "youden")
-    assert metrics["at_chosen_threshold"]["threshold"] == pytest.approx(expected, abs=1e-5)
+    assert metrics["validation_threshold"] == pytest.approx(expected, abs=1e-5)
+    assert metrics["at_validation_threshold"]["threshold"] == metrics["operating_threshold"] == metrics["validation_threshold"]
     assert metrics["threshold_method"] == "youden" and "youden on valid" in (output / "report.md").read_text()
+    rows = _rows(output / "predictions.csv")  # pred at the operating threshold
+    assert all(int(r["pred"]) == int(float(r["p_fake"]) >= metrics["operating_threshold"]) for r in rows)
 
 
 def test_several_datasets_give_folders_and_the_cross_dataset_table(saved_model, tiny_demo, damaged_copy, tmp_path):
@@ -105,6 +111,7 @@ def test_cli_errors_are_one_line(tmp_path, tiny_demo, saved_model):
         (["--model-path", str(tiny_demo / "train.csv"), "--data", str(tiny_demo)], "cannot load"),
         (["--model-path", str(saved_model), "--data", str(tmp_path / "nothing")], "data path not found"),
         (["--model-path", str(saved_model), "--data", str(tiny_demo), "--threshold", "2"], "--threshold must be in [0, 1]"),
+        (["--model-path", str(saved_model), "--data", str(tiny_demo), "--threshold", "high"], "--threshold must be in [0, 1]"),
     ]:
         result = run(*args, "--output", str(tmp_path / "out"))
         lines = result.stderr.strip().splitlines()

@@ -1,8 +1,9 @@
 """`defax evaluate`: a saved model on one or more datasets, with every metric, plot and file a paper needs.
 
 Per dataset: `predictions.csv` (`path,label,p_fake,pred`, 0 = real, 1 = fake),
-`metrics.json` (at threshold 0.5 and, with `threshold="auto"`, at the threshold
-chosen on the validation split; bootstrap intervals; skipped files),
+`metrics.json` (at threshold 0.5, at the threshold chosen on the validation
+split when there is one, and at the operating threshold used for `pred`;
+bootstrap intervals; skipped files),
 `report.md` and the figures. With several datasets, one folder each plus the
 paper's cross-dataset table (`cross_dataset.md` / `.csv`).
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from defax_keras.data.manifest import split_from_name
 from defax_keras.errors import DefaxError
 from defax_keras.evaluation.metrics import bootstrap_intervals, choose_threshold, classification_metrics
 from defax_keras.evaluation.plots import plot_evaluation
@@ -73,9 +75,10 @@ def _report(result: dict, figures: dict) -> str:
         "",
     ]
     columns = [("threshold 0.5", result["at_0.5"])]
-    if result.get("at_chosen_threshold"):
-        chosen = result["at_chosen_threshold"]
-        columns.append((f"threshold {chosen['threshold']:.4g} ({result['threshold_method']} on valid)", chosen))
+    if result["at_validation_threshold"]:
+        columns.append((f"threshold {result['validation_threshold']:.4g} ({result['threshold_method']} on valid)", result["at_validation_threshold"]))
+    if result["operating_threshold"] not in (0.5, result["validation_threshold"]):
+        columns.append((f"threshold {result['operating_threshold']:.4g} (given)", result["at_operating_threshold"]))
     lines.append("| metric | " + " | ".join(name for name, _ in columns) + " |")
     lines.append("|---|" + "---|" * len(columns))
     for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
@@ -96,6 +99,16 @@ def _report(result: dict, figures: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _threshold_value(threshold) -> float:
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise DefaxError(f"--threshold must be in [0, 1] or 'auto', got {threshold}")
+    return value
+
+
 def evaluate_dataset(model, data, output_dir, *, split="test", batch_size=32, threshold="0.5",
                      threshold_method="eer", bootstrap=1000, seed=0, model_name="model") -> dict:
     """Evaluate `model` on one dataset and write its files into `output_dir`."""
@@ -105,16 +118,14 @@ def evaluate_dataset(model, data, output_dir, *, split="test", batch_size=32, th
     output_dir.mkdir(parents=True, exist_ok=True)
     source = load_source(data, manifest_dir=output_dir)
     chosen = None
-    if str(threshold) == "auto":
-        if "valid" not in source.splits:
-            raise DefaxError(f"--threshold auto needs a validation split; {source.root} has: {', '.join(source.splits)}")
+    if "valid" in source.splits and split_from_name(split) != "valid":
         valid_samples, valid_scores = predict_split(model, source, "valid", batch_size)
-        chosen = choose_threshold([s.label for s in valid_samples], valid_scores, threshold_method)
-        operating = chosen
-    else:
-        operating = float(threshold)
-        if not 0 <= operating <= 1:
-            raise DefaxError(f"--threshold must be in [0, 1] or 'auto', got {threshold}")
+        valid_labels = [s.label for s in valid_samples]
+        if len(set(valid_labels)) == 2:
+            chosen = choose_threshold(valid_labels, valid_scores, threshold_method)
+    operating = chosen if str(threshold) == "auto" else _threshold_value(threshold)
+    if operating is None:
+        raise DefaxError(f"--threshold auto needs a validation split with both classes; {source.root} has: {', '.join(source.splits)}")
     samples, p_fake = predict_split(model, source, split, batch_size)
     labels = np.array([s.label for s in samples])
     result = {
@@ -124,15 +135,14 @@ def evaluate_dataset(model, data, output_dir, *, split="test", batch_size=32, th
         "split": split,
         "count": len(samples),
         "at_0.5": classification_metrics(labels, p_fake, 0.5),
-        "at_chosen_threshold": classification_metrics(labels, p_fake, chosen) if chosen is not None else None,
+        "validation_threshold": chosen,
         "threshold_method": threshold_method if chosen is not None else None,
+        "at_validation_threshold": classification_metrics(labels, p_fake, chosen) if chosen is not None else None,
         "operating_threshold": operating,
+        "at_operating_threshold": classification_metrics(labels, p_fake, operating),
         "bootstrap": bootstrap_intervals(labels, p_fake, operating, resamples=bootstrap, seed=seed) if bootstrap else None,
         "skipped": [{"path": s.path, "reason": s.reason, "split": s.split} for s in source.skipped],
     }
-    if operating != 0.5 and chosen is None:
-        result["at_chosen_threshold"] = classification_metrics(labels, p_fake, operating)
-        result["threshold_method"] = "given"
     write_predictions(output_dir / "predictions.csv", samples, p_fake, operating)
     (output_dir / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     figures = plot_evaluation(labels, p_fake, operating, output_dir, title=f"({Path(source.root).name})")
@@ -150,7 +160,7 @@ def cross_dataset_table(results: dict[str, dict], output_dir) -> Path:
     output_dir = Path(output_dir)
     rows = []
     for name, result in results.items():
-        metrics = result["at_chosen_threshold"] or result["at_0.5"]
+        metrics = result["at_operating_threshold"]
         rows.append([name] + [metrics[key] for key in CROSS_COLUMNS[1:]])
     with (output_dir / "cross_dataset.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
