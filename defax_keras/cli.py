@@ -95,15 +95,12 @@ def cmd_models(args) -> int:
     from defax_keras.models.registry import list_models, model_entry, parameter_counts
 
     names = [model_entry(name).name for name in args.names] if args.names else list_models()
-    aliases = {}
-    for alias in list_models(aliases=True):
-        if model_entry(alias).name != alias:
-            aliases.setdefault(model_entry(alias).name, []).append(alias)
     counts = parameter_counts(names)
     print(f"{'model':<26} {'parameters':>12}  description")
     for name in names:
-        label = f"{name} (= {', '.join(aliases[name])})" if name in aliases else name
-        print(f"{label:<26} {counts[name]:>12,}  {model_entry(name).description}")
+        entry = model_entry(name)
+        label = f"{name} (= {', '.join(entry.aliases)})" if entry.aliases else name
+        print(f"{label:<26} {counts[name]:>12,}  {entry.description}")
     return 0
 
 
@@ -219,6 +216,14 @@ def _fmt(value) -> str:
 # --------------------------------------------------------------------------- parser
 
 
+def _saved_model_arguments(parser, data_help: str, output_help: str, many: bool = False) -> None:
+    """The arguments every command on a saved model shares: model, data, output, batch size."""
+    parser.add_argument("--model-path", "-m", required=True, help="a .keras file or a run directory")
+    parser.add_argument("--data", "-d", required=True, action="append" if many else "store", help=data_help)
+    parser.add_argument("--output", "-o", help=output_help)
+    parser.add_argument("--batch-size", type=int, default=32)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="defax",
@@ -294,11 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a saved model: predictions.csv, metrics.json, report.md and figures per "
         "dataset, plus the cross-dataset table when several are given.",
     )
-    evaluate.add_argument("--model-path", "-m", required=True, help="a .keras file or a run directory")
-    evaluate.add_argument("--data", "-d", action="append", required=True, help="dataset (repeat for several)")
+    _saved_model_arguments(evaluate, "dataset (repeat for several)", "output folder (default: evaluation/ next to the model)", many=True)
     evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for unsplit sets)")
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--output", "-o", help="output folder (default: evaluation/ next to the model)")
     evaluate.add_argument("--threshold", default="0.5", help="decision threshold, or 'auto' (chosen on the validation split)")
     evaluate.add_argument("--threshold-method", choices=("eer", "youden"), default="eer", help="how 'auto' chooses (default eer)")
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
@@ -311,10 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit one temperature on the validation split (minimum log loss), save a copy of the "
         "model with it inside, and report ECE, log loss and Brier before and after.",
     )
-    calibrate.add_argument("--model-path", "-m", required=True, help="a .keras file or a run directory")
-    calibrate.add_argument("--data", "-d", required=True, help="dataset with a validation split")
-    calibrate.add_argument("--output", "-o", help="calibrated model file (default: <model>_calibrated.keras)")
-    calibrate.add_argument("--batch-size", type=int, default=32)
+    _saved_model_arguments(calibrate, "dataset with a validation split", "calibrated model file (default: <model>_calibrated.keras)")
     calibrate.set_defaults(func=cmd_calibrate)
 
     robust = commands.add_parser(
@@ -324,11 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Gaussian blur sigma 1/2/3, downscale-upscale 0.5/0.25, Gaussian noise sigma 5/10), applied "
         "inside the tf.data pipeline; writes a table and a plot.",
     )
-    robust.add_argument("--model-path", "-m", required=True, help="a .keras file or a run directory")
-    robust.add_argument("--data", "-d", required=True, help="dataset")
+    _saved_model_arguments(robust, "dataset", "output folder (default: robustness/ next to the model)")
     robust.add_argument("--split", default="test", help="split to evaluate (default test)")
-    robust.add_argument("--batch-size", type=int, default=32)
-    robust.add_argument("--output", "-o", help="output folder (default: robustness/ next to the model)")
     robust.add_argument("--seed", type=int, default=0, help="noise seed")
     robust.set_defaults(func=cmd_robustness)
 

@@ -49,14 +49,18 @@ def calibration_scores(labels, p_fake) -> dict:
     }
 
 
-def split_logits(model, source, split: str, batch_size: int):
-    """Head logits (before temperature and softmax) and labels of one split."""
+def logits_model(model):
+    """`model` up to its head: logits before temperature and softmax."""
     import keras
 
+    return keras.Model(model.inputs, model.get_layer("head").output)
+
+
+def split_logits(logits_model, source, split: str, batch_size: int):
+    """Logits and labels of one split."""
     from defax_keras.data.pipeline import make_dataset
 
-    logits_model = keras.Model(model.inputs, model.get_layer("head").output)
-    dataset = make_dataset(source, split, image_size=model.image_size, batch_size=batch_size)
+    dataset = make_dataset(source, split, image_size=logits_model.inputs[0].shape[1], batch_size=batch_size)
     logits = logits_model.predict(dataset.map(lambda images, _: images), verbose=0).astype(np.float64)
     return logits, np.array([s.label for s in source.split(split)])
 
@@ -81,13 +85,13 @@ def calibrate(model_path, data, output=None, batch_size: int = 32) -> tuple[Path
 
     model = load_model(model_path)
     try:
-        model.get_layer("head")
+        to_logits = logits_model(model)
     except ValueError:
         raise DefaxError(f"{model_path} has no 'head' layer giving logits; only DeFaX-Keras models can be calibrated") from None
     source = load_source(data)
     if "valid" not in source.splits:
         raise DefaxError(f"calibration needs a validation split; {source.root} has: {', '.join(source.splits)}")
-    logits, labels = split_logits(model, source, "valid", batch_size)
+    logits, labels = split_logits(to_logits, source, "valid", batch_size)
     if len(np.unique(labels)) < 2:
         raise DefaxError("the validation split holds one class only: cannot calibrate")
     current = getattr(model, "temperature", 1.0)
@@ -95,7 +99,7 @@ def calibrate(model_path, data, output=None, batch_size: int = 32) -> tuple[Path
     report = {"temperature": temperature, "previous_temperature": current, "data": source.root}
     splits = ["valid"] + (["test"] if "test" in source.splits else [])
     for split in splits:
-        split_data = (logits, labels) if split == "valid" else split_logits(model, source, split, batch_size)
+        split_data = (logits, labels) if split == "valid" else split_logits(to_logits, source, split, batch_size)
         report[split] = {
             "count": int(len(split_data[1])),
             "before": calibration_scores(split_data[1], _p_fake(split_data[0], current)),

@@ -101,7 +101,7 @@ def robustness(model, source, split: str = "test", batch_size: int = 32, seed: i
     rows = []
     for index, (kind, level) in enumerate(corruptions):
         corrupted = dataset.enumerate().map(
-            lambda step, batch, kind=kind, level=level: corrupt(batch[0], kind, level, seed + 1000 * index + tf.cast(step, tf.int32)),
+            lambda step, batch, kind=kind, level=level, base=seed + 1000 * index: corrupt(batch[0], kind, level, base + tf.cast(step, tf.int32)),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
         p_fake = np.clip(model.predict(corrupted, verbose=0)[:, 1].astype(np.float64), 0, 1)

@@ -131,36 +131,20 @@ def _register_size(preset: str, swin_name: str, efficientnet_name: str, default_
         swin_weights=None,
         efficientnet_weights=None,
         image_size: int = default_size,
-        num_heads: int = 8,
-        fusion_dim: int | None = None,
-        key_dim: int | None = None,
-        attention_dropout: float = 0.0,
-        head_units: int = 512,
-        head_dropout: float = 0.3,
         dtype=None,
         name: str = preset,
+        **options,
     ) -> DefaxModel:
         swin = build_backbone(swin_name, image_size, swin_weights or weights, layer_name="swin", dtype=dtype)
         efficientnet = build_backbone(
             efficientnet_name, image_size, efficientnet_weights or weights, layer_name="efficientnet", dtype=dtype
         )
-        return DefaxModel(
-            swin,
-            efficientnet,
-            num_heads=num_heads,
-            fusion_dim=fusion_dim,
-            key_dim=key_dim,
-            attention_dropout=attention_dropout,
-            head_units=head_units,
-            head_dropout=head_dropout,
-            dtype=dtype,
-            name=name,
-        )
+        return DefaxModel(swin, efficientnet, dtype=dtype, name=name, **options)
 
     build.__name__ = f"build_{preset}"
     build.__doc__ = f"DeFaX {description}."
     aliases = ("defax",) if preset == "defax_tiny" else ()
-    register_model(preset, family="defax", description=description, aliases=aliases)(build)
+    register_model(preset, family="defax", description=description, aliases=aliases, model_class=DefaxModel)(build)
 
 
 for _preset, _spec in SIZES.items():

@@ -1,8 +1,9 @@
 """Every detector by name: `build_model("defax", weights="none")`, `list_models()`.
 
 Model modules register their builders with `@register_model`; a builder's
-keyword arguments are the overrides `build_model` accepts, so an unknown
-override is caught with the list of valid ones.
+keyword-only arguments, plus the constructor arguments of the `model_class`
+it forwards `**options` to, are the overrides `build_model` accepts, so an
+unknown override is caught with the list of valid ones.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import inspect
 import json
 from dataclasses import dataclass
 from typing import Callable
+
+_NOT_OPTIONS = {"self", "args", "kwargs", "dtype", "name", "trainable"}
 
 from defax_keras.errors import DefaxError
 
@@ -21,26 +24,34 @@ class ModelEntry:
     builder: Callable
     family: str
     description: str
+    aliases: tuple[str, ...] = ()
+    model_class: type | None = None
 
     @property
     def options(self) -> dict:
         """Override name -> default value."""
-        return {
+        options = {
             name: parameter.default
             for name, parameter in inspect.signature(self.builder).parameters.items()
             if parameter.kind is inspect.Parameter.KEYWORD_ONLY
         }
+        if self.model_class is not None:  # the builder forwards **options to this constructor
+            nested = set(getattr(self.model_class, "nested_layers", ()))
+            for name, parameter in inspect.signature(self.model_class.__init__).parameters.items():
+                if name not in _NOT_OPTIONS | nested and parameter.default is not inspect.Parameter.empty:
+                    options.setdefault(name, parameter.default)
+        return options
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register_model(name: str, *, family: str, description: str, aliases: tuple[str, ...] = ()):
-    """Decorator: register a builder taking keyword-only options and returning a compiled-ready model."""
+def register_model(name: str, *, family: str, description: str, aliases: tuple[str, ...] = (), model_class=None):
+    """Decorator: register a builder taking keyword-only options (and `**options` for `model_class`)."""
 
     def decorate(builder):
-        _REGISTRY[name] = ModelEntry(name, builder, family, description)
+        _REGISTRY[name] = ModelEntry(name, builder, family, description, tuple(aliases), model_class)
         for alias in aliases:
             _ALIASES[alias] = name
         return builder
@@ -100,13 +111,14 @@ def parameter_counts(names) -> dict[str, int]:
     except (OSError, ValueError):
         cached = {}
     versions = f"{__version__}|{keras.__version__}|{keras_hub.__version__}"
-    counts = {}
+    counts, missing = {}, 0
     for name in names:
         key = f"{resolve_model_name(name)}|{versions}"
         if key not in cached:
             cached[key] = int(build_model(name, weights="none").count_params())
             keras.backend.clear_session()
+            missing += 1
         counts[name] = cached[key]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(cached, indent=1))
+    if missing:
+        path.write_text(json.dumps(cached, indent=1))
     return counts
