@@ -200,6 +200,78 @@ def cmd_robustness(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from defax_keras.explain.explain import explain
+
+    output = explain(
+        args.model_path,
+        args.images,
+        args.output,
+        methods=args.method or ["gradcam"],
+        target=args.target,
+        explained_class=args.explained_class,
+        lime_samples=args.lime_samples,
+        faithfulness=args.faithfulness,
+        faithfulness_baseline=args.faithfulness_baseline,
+        batch_size=args.batch_size,
+        score_cam_maps=args.score_cam_maps,
+        max_images=args.max_images,
+        seed=args.seed,
+        progress=lambda message: print(message, file=sys.stderr),
+    )
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    print(f"{'image':<40} {'label':<11} {'verdict':<8} {'P(fake)':>8}")
+    for record in summary["images"]:
+        label = {0: "real", 1: "fake"}.get(record["label"], "unlabelled")
+        print(f"{Path(record['path']).name[:40]:<40} {label:<11} {record['predicted']:<8} {record['p_fake']:>8.4f}")
+    for record in summary["skipped"]:
+        print(f"skipped {record['path']}: {record['reason']}", file=sys.stderr)
+    if "faithfulness" in summary:
+        print("\nFaithfulness (deletion AUC: lower is better; insertion AUC: higher is better)")
+        print(f"{'images':<18}{'map':<20}{'deletion AUC':>14}{'insertion AUC':>15}")
+        for group, methods in summary["faithfulness"].items():
+            for name, values in methods.items():
+                print(f"{group:<18}{name:<20}{values['deletion_auc']:>14.4f}{values['insertion_auc']:>15.4f}")
+    print(f"Overlays, maps and grid.png written to {output}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from defax_keras.evaluation.evaluate import load_model
+    from defax_keras.export.convert import export
+
+    model = load_model(args.model_path)
+    for path in export(model, args.output, args.format, version=args.version, threshold=args.threshold):
+        print(f"Exported {path}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from defax_keras.export.predict import format_results, predict
+
+    def progress_bar(total):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="image", file=sys.stderr, disable=total <= 8 or None, leave=False)
+
+    results, ignored = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar)
+    if args.verbose:
+        for path in ignored:
+            print(f"skipped (not an image extension): {path}", file=sys.stderr)
+    if ignored:
+        print(f"{len(ignored)} file(s) without an image extension skipped{'' if args.verbose else ' (-v lists them)'}", file=sys.stderr)
+    text = format_results(results, args.format)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{len(results)} result(s) written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} file(s) could not be read (see their error field)", file=sys.stderr)
+    return 0
+
+
 def cmd_compare(args) -> int:
     from defax_keras.evaluation.compare import write_comparison
 
@@ -216,9 +288,16 @@ def _fmt(value) -> str:
 # --------------------------------------------------------------------------- parser
 
 
+MODEL_HELP = "a .keras file or a run directory"
+
+
+def _model_argument(parser, help_text: str = MODEL_HELP) -> None:
+    parser.add_argument("--model-path", "-m", required=True, help=help_text)
+
+
 def _saved_model_arguments(parser, data_help: str, output_help: str, many: bool = False) -> None:
     """The arguments every command on a saved model shares: model, data, output, batch size."""
-    parser.add_argument("--model-path", "-m", required=True, help="a .keras file or a run directory")
+    _model_argument(parser)
     parser.add_argument("--data", "-d", required=True, action="append" if many else "store", help=data_help)
     parser.add_argument("--output", "-o", help=output_help)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -327,6 +406,62 @@ def build_parser() -> argparse.ArgumentParser:
     robust.add_argument("--split", default="test", help="split to evaluate (default test)")
     robust.add_argument("--seed", type=int, default=0, help="noise seed")
     robust.set_defaults(func=cmd_robustness)
+
+    explain = commands.add_parser(
+        "explain",
+        help="Grad-CAM, Grad-CAM++, Score-CAM, LIME and cross-attention maps for images",
+        description="Explain a saved model's verdicts: per image an overlay PNG and the raw map (.npy) for each "
+        "method and branch, a grid figure grouped real/fake and correct/misclassified, and optionally "
+        "deletion/insertion faithfulness curves against a random map.",
+    )
+    _model_argument(explain)
+    explain.add_argument("--images", "-i", required=True, nargs="+", metavar="FILE_OR_DIR", help="image files and folders (walked recursively; labels from folder names real/fake when present)")
+    explain.add_argument(
+        "--method",
+        action="append",
+        metavar="METHOD",
+        help="gradcam (default), gradcam++, scorecam, lime, attention, or all; repeat or separate with commas",
+    )
+    explain.add_argument("--target", default="both", choices=("local", "global", "both"), help="branch for CAMs: local (EfficientNet/CNN map), global (Swin/ViT tokens as a grid), both (default: every one the model has)")
+    explain.add_argument("--class", dest="explained_class", default="predicted", choices=("predicted", "real", "fake"), help="class to explain (default: the predicted one)")
+    explain.add_argument("--output", "-o", help="output folder (default: explanations/ next to the model)")
+    explain.add_argument("--lime-samples", type=int, default=1000, help="perturbed images per LIME explanation (default 1000)")
+    explain.add_argument("--faithfulness", action="store_true", help="also deletion/insertion curves and AUCs per method and for a random map")
+    explain.add_argument("--faithfulness-baseline", default="blur", choices=("blur", "mean", "black"), help="what a removed pixel becomes: its blurred value (default), the mean colour, or black")
+    explain.add_argument("--score-cam-maps", type=int, default=64, help="feature channels Score-CAM weighs, those varying most (default 64; 0: all)")
+    explain.add_argument("--max-images", type=int, help="explain only the first N images found")
+    explain.add_argument("--batch-size", type=int, default=16)
+    explain.add_argument("--seed", type=int, default=0, help="seed for LIME and the random baseline")
+    explain.set_defaults(func=cmd_explain)
+
+    export = commands.add_parser(
+        "export",
+        help="SavedModel for TensorFlow Serving (image bytes in), TFLite or ONNX",
+        description="Export a saved model. saved_model: EXPORT_BASE/<version>/ with signatures serving_default "
+        "(encoded image bytes -> probabilities, p_fake, label) and predict_pixels (float pixels). tflite: float16 "
+        "and dynamic-range int8 files. onnx: one .onnx file. Each format is checked against the Keras model.",
+    )
+    _model_argument(export)
+    export.add_argument("--output", "-o", required=True, metavar="EXPORT_BASE", help="export base folder (SavedModel versions go in numbered subfolders)")
+    export.add_argument("--version", type=int, help="SavedModel version number (default: next free)")
+    export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite", "onnx"), help="default saved_model")
+    export.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which label is 'fake' (default 0.5)")
+    export.set_defaults(func=cmd_export)
+
+    predict = commands.add_parser(
+        "predict",
+        help="verdicts for image files and folders",
+        description="Classify images with a .keras model or an exported SavedModel. Results (path, label, p_real, "
+        "p_fake; error for unreadable files) go to stdout or --output; progress and logs go to stderr.",
+    )
+    _model_argument(predict, f"{MODEL_HELP}, or a SavedModel export (version folder or export base)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (walked recursively)")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--format", default="table", choices=("table", "csv", "json"), help="default table")
+    predict.add_argument("--output", "-o", help="write results to this file instead of stdout")
+    predict.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which the label is 'fake' (default 0.5)")
+    predict.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files and log detail")
+    predict.set_defaults(func=cmd_predict)
 
     compare = commands.add_parser(
         "compare",

@@ -55,7 +55,11 @@ def decoder_kind(sample) -> int:
 
 
 def decode_image(data, kind=NATIVE):
-    """Encoded bytes to uint8 RGB [H, W, 3]; PIL only for `kind == PIL`."""
+    """Encoded bytes to uint8 RGB [H, W, 3]; PIL only for `kind == PIL`.
+
+    A Python `kind` picks the decoder while tracing, so a graph built with
+    `kind=NATIVE` holds TensorFlow ops only and can be saved (SavedModel export).
+    """
 
     def with_pil():
         image = tf.numpy_function(decode_with_pil, [data], tf.uint8, stateful=False)
@@ -69,14 +73,17 @@ def decode_image(data, kind=NATIVE):
         )
         return tf.ensure_shape(image, [None, None, 3])
 
+    if not tf.is_tensor(kind):
+        return with_pil() if kind == PIL else with_tf()
     return tf.cond(tf.equal(kind, PIL), with_pil, with_tf)
 
 
-def decode_cropped(data, kind, window_fn):
+def decode_cropped(data, kind, window_fn, pil: bool = True):
     """Decode only the window `window_fn(shape)` picks ([y, x, h, w]).
 
     JPEGs are cropped while decoding, which skips most of the decoding work
-    for random crops; other formats are decoded, then sliced.
+    for random crops; other formats are decoded, then sliced. `pil=False`
+    leaves PIL out of the graph (every non-JPEG goes to TensorFlow's decoder).
     """
 
     def jpeg():
@@ -84,16 +91,16 @@ def decode_cropped(data, kind, window_fn):
         return tf.image.decode_and_crop_jpeg(data, window, channels=3, dct_method=DCT_METHOD)
 
     def other():
-        image = decode_image(data, kind)
+        image = decode_image(data, kind if pil else NATIVE)
         window = window_fn(tf.shape(image))
         return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3])
 
     return tf.ensure_shape(tf.cond(tf.equal(kind, JPEG), jpeg, other), [None, None, 3])
 
 
-def eval_transform(data, kind, image_size: int):
+def eval_transform(data, kind, image_size: int, pil: bool = True):
     """Resize-then-centre-crop (256 -> 224, proportional at other sizes) as float32."""
-    image = decode_cropped(data, kind, central_crop_window)
+    image = decode_cropped(data, kind, central_crop_window, pil)
     return resize(image, image_size)
 
 

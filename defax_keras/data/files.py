@@ -1,0 +1,77 @@
+"""Loose image files named on the command line: found, labelled by folder name, decoded like evaluation.
+
+`defax explain` (and later `defax predict`) take files and folders rather than
+a dataset layout. A file is an image if its extension says so; whether it
+really is one is decided by its content when it is loaded, so a broken file
+becomes a per-file error instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from defax_keras.data.formats import has_image_extension, inspect_image
+from defax_keras.data.manifest import class_from_name
+from defax_keras.errors import DefaxError
+
+
+class ImageFileError(ValueError):
+    """One file could not be used; the message says why (in the words of `inspect_image`)."""
+
+
+def collect_image_files(inputs) -> tuple[list[str], list[str]]:
+    """Image files under `inputs` (files and folders, walked recursively, sorted) and the files ignored.
+
+    A file named explicitly is always taken, whatever its extension (its
+    content decides); inside folders only files with an image extension are.
+    """
+    images, ignored = [], []
+    for item in inputs:
+        path = Path(os.path.expanduser(str(item)))
+        if path.is_file():
+            images.append(str(path))
+        elif path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    target = images if has_image_extension(name) else ignored
+                    target.append(os.path.join(root, name))
+        else:
+            raise DefaxError(f"no such file or folder: {path}")
+    if not images:
+        raise DefaxError(f"no image files (extensions .jpg .jpeg .png .bmp .tif .tiff .webp) in {', '.join(map(str, inputs))}")
+    return images, ignored
+
+
+def label_from_path(path) -> int | None:
+    """0 (real) or 1 (fake) from the nearest folder named like a class (`real`, `training_fake`, ...)."""
+    for parent in Path(path).parents:
+        label = class_from_name(parent.name)
+        if label is not None:
+            return label
+    return None
+
+
+def load_image(path, image_size: int) -> np.ndarray:
+    """Pixels `[S, S, 3]` float32 in [0, 255], decoded, resized and centre-cropped as evaluation does.
+
+    Raises `ImageFileError` for a file that is not a readable image.
+    """
+    import tensorflow as tf
+
+    from defax_keras.data.pipeline import decoder_kind, eval_transform
+    from defax_keras.data.sources import Sample
+
+    path = os.fspath(path)
+    info = inspect_image(path)
+    if not info.ok:
+        raise ImageFileError(info.error)
+    sample = Sample(path=path, label=-1, split="", info=info)
+    try:
+        image = eval_transform(tf.io.read_file(path), tf.constant(decoder_kind(sample)), image_size)
+    except (tf.errors.OpError, ValueError) as exc:
+        raise ImageFileError(f"cannot be decoded ({str(exc).strip().splitlines()[0][:120]})") from exc
+    return np.asarray(image, np.float32)

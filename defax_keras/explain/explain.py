@@ -1,0 +1,319 @@
+"""`defax explain`: where a detector looked, per image and method, as files a paper can use.
+
+Output folder:
+  * `NNN_<image name>/<column>.png`: the image with the map overlaid, titled
+    with the verdict; `<column>.npy`: the raw map (see README: CAMs and the
+    attention map at feature resolution, LIME per pixel).
+  * `grid.png`: rows = images grouped real/fake x correct/misclassified,
+    columns = original and each method (the paper's figure).
+  * `summary.json`: per image its label, P(fake), verdict, explained class
+    and files; files skipped and why.
+  * with faithfulness: `faithfulness.json` (curves and AUCs per map, over all
+    images and per explained class) and `faithfulness.png`.
+
+A column is a method at a target: `gradcam-local`, `gradcam-global`,
+`gradcam++-local`, `scorecam-global`, ..., `lime`, `attention`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from defax_keras.data.files import ImageFileError, collect_image_files, label_from_path, load_image
+from defax_keras.errors import DefaxError
+from defax_keras.explain import faithfulness as faith
+from defax_keras.explain.cam import CAM_METHODS, SCORE_CAM_MAPS, keras_grad_cam, tf_keras_vis_cam, upsample
+from defax_keras.explain.figures import caption, overlay, save_faithfulness_plot, save_grid, save_overlay
+from defax_keras.explain.lime import LIME_SAMPLES, TOP_SUPERPIXELS, BatchedClassifier, lime_explanation
+from defax_keras.explain.model import attention_model, build_explain_model, explain_targets, resolve_targets
+
+logger = logging.getLogger(__name__)
+
+METHODS = (*CAM_METHODS, "lime", "attention")
+CLASS_CHOICES = {"real": 0, "fake": 1}
+CLASS_NAMES = ("real", "fake")
+GRID_ROWS = 12
+GROUPS = ("real-correct", "real-misclassified", "fake-correct", "fake-misclassified", "unlabelled")
+
+
+def resolve_methods(model, methods, target: str) -> list[tuple[str, str | None]]:
+    """`(method, target)` columns for the requested methods; `all` keeps what this model and backend support."""
+    import keras
+
+    methods = [m.strip().lower() for item in methods for m in str(item).split(",") if m.strip()]
+    unknown = [m for m in methods if m not in (*METHODS, "all")]
+    if unknown:
+        raise DefaxError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)} or all")
+    explicit = "all" not in methods
+    wanted = methods if explicit else list(METHODS)
+    backend = keras.backend.backend()
+    columns = []
+    for method in dict.fromkeys(wanted):
+        if method in CAM_METHODS:
+            if method != "gradcam" and backend != "tensorflow":
+                if explicit:
+                    raise DefaxError(f"{method} uses tf-keras-vis, which needs the TensorFlow backend; on {backend} use gradcam, lime or attention")
+                continue
+            if not explain_targets(model) and not explicit:
+                continue
+            columns += [(method, t) for t in resolve_targets(model, target)]
+        elif method == "attention":
+            if explicit or "fusion" in [layer.name for layer in model.layers]:
+                attention_model(model)  # raises the one-line error for models without cross-attention
+                columns.append(("attention", None))
+        else:
+            columns.append((method, None))
+    return columns
+
+
+def column_name(method: str, target: str | None) -> str:
+    return method if target is None else f"{method}-{target}"
+
+
+def _quietly(function, *args, **kwargs):
+    """tf-keras-vis calls `model.predict` with progress bars and retracing warnings; keep stdout for results."""
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            return function(*args, **kwargs)
+    finally:
+        tf_logger.setLevel(level)
+
+
+class Explainer:
+    """One model's explanation methods, with the explain models built once and reused."""
+
+    def __init__(self, model, batch_size: int = 16, lime_samples: int = LIME_SAMPLES, score_cam_maps: int = SCORE_CAM_MAPS, seed: int = 0):
+        import keras
+
+        self.model = model
+        self.batch_size = batch_size
+        self.lime_samples = lime_samples
+        self.score_cam_maps = score_cam_maps
+        self.seed = seed
+        self.backend = keras.backend.backend()
+        self._models = {}
+
+    def _explain_model(self, target: str, offset: bool):
+        key = (target, offset)
+        if key not in self._models:
+            self._models[key] = build_explain_model(self.model, target, offset=offset)
+        return self._models[key]
+
+    def predict(self, images) -> np.ndarray:
+        import keras
+
+        images = np.asarray(images, np.float32)
+        chunks = [
+            keras.ops.convert_to_numpy(self.model(images[i : i + self.batch_size], training=False))
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return np.concatenate(chunks).astype(np.float64)
+
+    def raw_maps(self, method: str, target: str | None, images, classes) -> np.ndarray:
+        """The method's raw maps for a batch: `[B, h, w]` (CAMs, attention) or `[B, S, S]` (LIME)."""
+        images = np.asarray(images, np.float32)
+        if method == "lime":
+            return np.stack(
+                [
+                    lime_explanation(self.model, image, c, self.lime_samples, self.batch_size, seed=self.seed)[0]
+                    for image, c in zip(images, classes)
+                ]
+            )
+        outputs = []
+        for start in range(0, len(images), self.batch_size):
+            chunk, chunk_classes = images[start : start + self.batch_size], classes[start : start + self.batch_size]
+            if method == "attention":
+                if "attention" not in self._models:
+                    self._models["attention"] = attention_model(self.model)
+                outputs.append(np.asarray(self._models["attention"](chunk, training=False)))
+            elif method == "gradcam" and self.backend != "tensorflow":
+                outputs.append(keras_grad_cam(self._explain_model(target, True), chunk, chunk_classes))
+            else:
+                maps = _quietly(tf_keras_vis_cam, method, self._explain_model(target, False), chunk, chunk_classes, self.score_cam_maps)
+                outputs.append(maps)
+        return np.concatenate(outputs).astype(np.float32)
+
+    @staticmethod
+    def heat(method: str, raw, image_size: int) -> np.ndarray:
+        """Maps `[B, S, S]` in [0, 1] for drawing and for ordering pixels (LIME: its positive evidence)."""
+        if method == "lime":
+            positive = np.maximum(raw, 0)
+            scale = positive.reshape(len(raw), -1).max(axis=1).reshape(-1, 1, 1)
+            return positive / np.maximum(scale, 1e-12)
+        return upsample(raw, image_size)
+
+
+def _safe_stem(path: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(path).stem)[:60] or "image"
+
+
+def _group(label, predicted: int) -> str:
+    if label is None:
+        return "unlabelled"
+    return f"{CLASS_NAMES[label]}-{'correct' if label == predicted else 'misclassified'}"
+
+
+def _grid_rows(records: list[dict], limit: int = GRID_ROWS) -> list[dict]:
+    """Up to `limit` images, taken in turn from each group, shown group by group."""
+    by_group = {g: [r for r in records if r["group"] == g] for g in GROUPS}
+    chosen, round_index = [], 0
+    while len(chosen) < min(limit, len(records)):
+        for group in GROUPS:
+            if round_index < len(by_group[group]) and len(chosen) < limit:
+                chosen.append(by_group[group][round_index])
+        round_index += 1
+    return sorted(chosen, key=lambda r: (GROUPS.index(r["group"]), r["index"]))
+
+
+def _load_images(inputs, image_size: int, max_images: int | None):
+    files, ignored = collect_image_files(inputs)
+    if max_images:
+        files = files[:max_images]
+    images, kept, skipped = [], [], []
+    for path in files:
+        try:
+            images.append(load_image(path, image_size))
+            kept.append(path)
+        except ImageFileError as exc:
+            skipped.append({"path": path, "reason": str(exc)})
+            logger.debug("skipped %s: %s", path, exc)  # listed at the end and in summary.json
+    if not images:
+        raise DefaxError(f"none of the {len(files)} image files could be read (first: {skipped[0]['path']}: {skipped[0]['reason']})")
+    return np.stack(images), kept, skipped, ignored
+
+
+def explain(
+    model_path,
+    images,
+    output=None,
+    methods=("gradcam",),
+    target: str = "both",
+    explained_class: str = "predicted",
+    lime_samples: int = LIME_SAMPLES,
+    faithfulness: bool = False,
+    faithfulness_baseline: str = "blur",
+    batch_size: int = 16,
+    score_cam_maps: int = SCORE_CAM_MAPS,
+    max_images: int | None = None,
+    seed: int = 0,
+    progress=None,
+) -> Path:
+    """Explain `images` (files or folders) with `model_path`'s model; returns the output folder."""
+    from defax_keras.evaluation.evaluate import load_model, model_folder
+
+    if explained_class not in ("predicted", *CLASS_CHOICES):
+        raise DefaxError(f"--class must be predicted, real or fake, not {explained_class!r}")
+    if faithfulness_baseline not in faith.BASELINES:
+        raise DefaxError(f"faithfulness baseline must be one of {', '.join(faith.BASELINES)}, not {faithfulness_baseline!r}")
+    if lime_samples < 10:
+        raise DefaxError(f"--lime-samples must be at least 10, got {lime_samples}")
+    model = load_model(model_path)
+    columns = resolve_methods(model, methods, target)
+    output = Path(output) if output else model_folder(model_path) / "explanations"
+    output.mkdir(parents=True, exist_ok=True)
+    size = model.image_size
+    pixels, paths, skipped, ignored = _load_images(images, size, max_images)
+    explainer = Explainer(model, batch_size, lime_samples, score_cam_maps, seed)
+    p_fake = explainer.predict(pixels)[:, 1]
+    predicted = (p_fake >= 0.5).astype(int)
+    classes = predicted if explained_class == "predicted" else np.full(len(paths), CLASS_CHOICES[explained_class])
+    records = []
+    for index, path in enumerate(paths):
+        label = label_from_path(path)
+        records.append(
+            {
+                "index": index,
+                "path": path,
+                "label": label,
+                "p_fake": float(p_fake[index]),
+                "predicted": CLASS_NAMES[predicted[index]],
+                "explained_class": CLASS_NAMES[classes[index]],
+                "group": _group(label, int(predicted[index])),
+                "folder": f"{index:03d}_{_safe_stem(path)}",
+                "files": {},
+            }
+        )
+    pictures, heats = {}, {}
+    for method, map_target in columns:
+        name = column_name(method, map_target)
+        if progress:
+            progress(f"{name}: {len(paths)} image(s)")
+        raw = explainer.raw_maps(method, map_target, pixels, classes)
+        heat = explainer.heat(method, raw, size)
+        heats[name] = heat
+        for record in records:
+            i = record["index"]
+            folder = output / record["folder"]
+            folder.mkdir(exist_ok=True)
+            outline = None
+            if method == "lime":
+                outline = _top_superpixels(raw[i])
+            pictures[(i, name)] = overlay(pixels[i], heat[i], outline)
+            np.save(folder / f"{name}.npy", raw[i])
+            save_overlay(folder / f"{name}.png", pictures[(i, name)], f"{name} for class {record['explained_class']}", caption(record))
+            record["files"][name] = f"{record['folder']}/{name}.png"
+    names = [column_name(m, t) for m, t in columns]
+    originals = {r["index"]: pixels[r["index"]] for r in records}
+    save_grid(output / "grid.png", _grid_rows(records), names, pictures, originals, f"{model.name}: explanations of the predicted class" if explained_class == "predicted" else f"{model.name}: explanations of class {explained_class}")
+    summary = {
+        "model": model.name,
+        "model_path": str(model_path),
+        "image_size": size,
+        "columns": names,
+        "explained_class": explained_class,
+        "lime_samples": lime_samples if "lime" in names else None,
+        "images": [{k: v for k, v in r.items() if k != "index"} for r in records],
+        "skipped": skipped,
+        "ignored_files": len(ignored),
+    }
+    if faithfulness:
+        if progress:
+            progress("faithfulness: deletion and insertion curves")
+        summary["faithfulness"] = _faithfulness(explainer, model, pixels, classes, heats, output, seed, faithfulness_baseline)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return output
+
+
+def _top_superpixels(weights, top_k: int = TOP_SUPERPIXELS) -> np.ndarray:
+    """The `top_k` distinct positive values of a LIME weight map (its best superpixels) as a mask."""
+    values = np.unique(weights[weights > 0])[::-1][:top_k]
+    return np.isin(weights, values)
+
+
+def _faithfulness(explainer, model, pixels, classes, heats, output: Path, seed: int, baseline: str) -> dict:
+    size = model.image_size
+    targets = explain_targets(model)
+    grid = tuple(build_explain_model(model, targets[0]).get_layer("feature_map").output.shape[1:3]) if targets else (7, 7)
+    maps = dict(heats)
+    maps["random"] = np.stack([faith.random_map(grid, size, seed + i) for i in range(len(pixels))])
+    per_method = {
+        name: [
+            faith.perturbation_curves(explainer.predict, pixels[i], maps[name][i], classes[i], seed=seed + i, baseline=baseline)
+            for i in range(len(pixels))
+        ]
+        for name in maps
+    }
+    groups = {"all": np.ones(len(pixels), bool), **{f"explaining {n}": classes == c for c, n in enumerate(CLASS_NAMES)}}
+    report = {"steps": faith.STEPS, "baseline": baseline, "random_grid": list(grid)}
+    for group, chosen in groups.items():
+        if chosen.any():
+            report[group] = faith.summarize({name: [c for c, keep in zip(curves, chosen) if keep] for name, curves in per_method.items()})
+    (output / "faithfulness.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    save_faithfulness_plot(output / "faithfulness.png", report["all"])
+    return {
+        group: {name: {k: v for k, v in values.items() if k not in ("deletion", "insertion")} for name, values in summary.items()}
+        for group, summary in report.items()
+        if isinstance(summary, dict)
+    }

@@ -1,0 +1,270 @@
+"""`defax export`: SavedModel, TFLite (float16, dynamic-range int8) or ONNX, each checked against the Keras model.
+
+Every format is run on the same images as the Keras model right after it is
+written, and the largest difference in P(fake) is reported; a format that
+cannot represent the model fails with the converter's reason (the op it
+could not convert).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from defax_keras.errors import DefaxError
+from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("saved_model", "tflite", "onnx")
+PARITY_IMAGES = 4
+
+
+def check_pixels(image_size: int, count: int = PARITY_IMAGES, seed: int = 0) -> np.ndarray:
+    """Smooth random images (not white noise, which no model has seen): what each export is checked on."""
+    from scipy.ndimage import zoom
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (count, 8, 8, 3))
+    return np.clip(zoom(coarse, (1, image_size / 8, image_size / 8, 1), order=1), 0, 255).astype(np.float32)
+
+
+def _keras_p_fake(model, pixels) -> np.ndarray:
+    return np.asarray(model.predict_on_batch(pixels))[:, 1]
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Collect what native code writes to file descriptor 2 (the converters' MLIR logs) instead of showing it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        captured = io.StringIO()
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.write(sink.read().decode("utf-8", "replace"))
+
+
+def _unsupported_ops(exc: Exception, log: str = "") -> list[str]:
+    """TensorFlow op names (`tf.Roll`, ...) a converter's error or log lists as unsupported."""
+    return sorted(set(re.findall(r"\b(tf\.[A-Z]\w*)\(", f"{exc}\n{log}")))
+
+
+def _converter_reason(exc: Exception, log: str = "") -> str:
+    """The converter's own words about what it cannot convert, on one line."""
+    ops = _unsupported_ops(exc, log)
+    if ops:
+        return f"ops without a native kernel: {', '.join(ops)}"
+    text = str(exc).strip()
+    for pattern in (r"[Ff]ailed to legalize operation[^\n]*", r"'[\w.]+' op [^\n]*", r"[Uu]nsupported[^\n]*"):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(0).strip()[:300]
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _tflite_p_fake(model_content: bytes, pixels) -> np.ndarray | None:
+    """P(fake) from the TFLite file, or None when it needs TF Select ops this Python runtime cannot run."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings(), captured_stderr():  # deprecation notice, XNNPACK start-up line
+        warnings.simplefilter("ignore")
+        interpreter = Interpreter(model_content=model_content)
+        runner = interpreter.get_signature_runner(PIXELS_SIGNATURE)
+        try:
+            return np.asarray(runner(pixels=pixels)["p_fake"])
+        except RuntimeError as exc:
+            if "Flex delegate" in str(exc):
+                return None
+            raise
+
+
+def _convert_tflite(saved, model_name: str, types) -> tuple[bytes, list[str]]:
+    """TFLite flatbuffer from the pixel signature; TF Select ops only for what has no builtin kernel."""
+    import tensorflow as tf
+
+    def converter(select: bool):
+        result = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved), signature_keys=[PIXELS_SIGNATURE])
+        result.optimizations = [tf.lite.Optimize.DEFAULT]
+        if types:
+            result.target_spec.supported_types = types
+        if select:
+            result.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        return result
+
+    with captured_stderr() as log:
+        try:
+            return converter(False).convert(), []
+        except Exception as exc:  # noqa: BLE001 - the converter raises many types; its log names the ops
+            failure = exc
+    ops = _unsupported_ops(failure, log.getvalue())
+    if not ops:
+        raise DefaxError(f"TFLite cannot represent {model_name}: {_converter_reason(failure, log.getvalue())}") from failure
+    with captured_stderr() as log:
+        try:
+            return converter(True).convert(), ops
+        except Exception as exc:  # noqa: BLE001
+            raise DefaxError(f"TFLite cannot represent {model_name}, even with TF Select ops: {_converter_reason(exc, log.getvalue())}") from exc
+
+
+def export_tflite(model, output, pixels) -> list[tuple[Path, float | None]]:
+    """`<name>_float16.tflite` and `<name>_int8.tflite` (dynamic-range weights) with their max |dP(fake)|.
+
+    Ops TFLite has no builtin kernel for (Swin's `tf.Roll` for its shifted
+    windows) are kept as TF Select ops; such a file needs a runtime with the
+    Flex delegate (e.g. Android's `tensorflow-lite-select-tf-ops`), which the
+    Python interpreter lacks, so its parity cannot be checked here (None).
+    """
+    import tensorflow as tf
+
+    expected = _keras_p_fake(model, pixels)
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        saved = export_saved_model(model, scratch, version=1)
+        for suffix, types in (("float16", [tf.float16]), ("int8", None)):
+            content, select_ops = _convert_tflite(saved, model.name, types)
+            if select_ops:
+                logger.warning(
+                    "%s: %s have no TFLite builtin kernel and run as TF Select ops; the runtime needs the Flex delegate",
+                    suffix, ", ".join(select_ops),
+                )
+            path = Path(output) / f"{model.name}_{suffix}.tflite"
+            path.write_bytes(content)
+            p_fake = _tflite_p_fake(content, pixels)
+            results.append((path, None if p_fake is None else float(np.abs(p_fake - expected).max())))
+    return results
+
+
+def export_onnx(model, output, pixels) -> list[tuple[Path, float]]:
+    """`<name>.onnx` (opset 17; input `pixels`, outputs `probabilities` and `p_fake`) with its max |dP(fake)| under onnxruntime.
+
+    Converted from the SavedModel's pixel signature with its variables and
+    captured constants frozen (tf2onnx alone would leave the normalisation
+    statistics and Swin's window masks as extra inputs).
+    """
+    try:
+        import onnxruntime
+        import tf2onnx
+    except ImportError as exc:
+        raise DefaxError(f"ONNX export needs tf2onnx and onnxruntime ({exc.name} is missing): pip install 'defax-keras[onnx]'") from exc
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    expected = _keras_p_fake(model, pixels)
+    path = Path(output) / f"{model.name}.onnx"
+    with tempfile.TemporaryDirectory() as scratch:
+        loaded = tf.saved_model.load(os.fspath(export_saved_model(model, scratch, version=1)))
+        signature = loaded.signatures[PIXELS_SIGNATURE]
+        frozen = convert_variables_to_constants_v2(signature)
+    # outputs come flattened in tf.nest order: the signature's keys, sorted
+    names = {tensor.name: key for tensor, key in zip(frozen.outputs, sorted(signature.structured_outputs))}
+    names.update({tensor.name: "pixels" for tensor in frozen.inputs})
+    with captured_stderr() as log:
+        try:
+            tf2onnx.convert.from_graph_def(
+                frozen.graph.as_graph_def(),
+                input_names=[t.name for t in frozen.inputs],
+                output_names=[t.name for t in frozen.outputs],
+                opset=17,
+                custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+                output_path=os.fspath(path),
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise DefaxError(f"ONNX cannot represent {model.name}: {_converter_reason(exc, log.getvalue())}") from exc
+    foreign = _foreign_onnx_ops(path)
+    if foreign:
+        path.unlink()
+        raise DefaxError(f"ONNX cannot represent {model.name}: tf2onnx left TensorFlow ops it cannot translate: {', '.join(foreign)}")
+    _rename_onnx_tensors(path, names)
+    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
+    (p_fake,) = session.run(["p_fake"], {"pixels": pixels})
+    return [(path, float(np.abs(np.asarray(p_fake).reshape(-1) - expected).max()))]
+
+
+def _rename_onnx_tensors(path, names: dict[str, str]) -> None:
+    """Give the graph's inputs and outputs their signature names (`pixels`, `p_fake`, ...) instead of `Identity:0`."""
+    import onnx
+
+    model = onnx.load(os.fspath(path))
+    graph = model.graph
+    for value in [*graph.input, *graph.output]:
+        value.name = names.get(value.name, value.name)
+    for node in graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    onnx.save(model, os.fspath(path))
+
+
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx handler: ONNX has Erf but no Erfc, which TensorFlow's exact GELU (Swin, ViT MLPs) uses."""
+    from tf2onnx import utils
+
+    node.type = "Erf"
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.output[0]))
+    one = ctx.make_const(utils.make_name(f"{node.name}_one"), np.array(1, dtype=dtype))
+    ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{node.name}_erfc"), inputs=[one.output[0], node.output[0]])
+
+
+def _foreign_onnx_ops(path) -> list[str]:
+    """Op types in the ONNX file that standard ONNX does not define (what tf2onnx could not translate)."""
+    import onnx
+
+    graph = onnx.load(os.fspath(path)).graph
+    return sorted({n.op_type for n in graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)})
+
+
+def saved_model_difference(path, model, pixels) -> float:
+    """Max |dP(fake)| between the SavedModel's `serving_default` fed PNG bytes and the Keras model fed the
+    same files through the evaluation pipeline (what `defax predict` does)."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from defax_keras.data.pipeline import NATIVE, eval_transform
+
+    encoded = []
+    for image in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(np.rint(image).astype(np.uint8)).save(buffer, "PNG")
+        encoded.append(buffer.getvalue())
+    served = tf.saved_model.load(os.fspath(path)).signatures["serving_default"](image_bytes=tf.constant(encoded))
+    decoded = np.stack([eval_transform(tf.constant(data), NATIVE, model.image_size).numpy() for data in encoded])
+    return float(np.abs(served["p_fake"].numpy() - _keras_p_fake(model, decoded)).max())
+
+
+def export(model, output, fmt: str = "saved_model", version: int | None = None, threshold: float = 0.5) -> list[Path]:
+    """Write `model` in `fmt` under `output`; logs each file's parity with the Keras model."""
+    if fmt not in FORMATS:
+        raise DefaxError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
+    pixels = check_pixels(model.image_size)
+    if fmt == "saved_model":
+        path = export_saved_model(model, output, version=version, threshold=threshold)
+        results = [(path, saved_model_difference(path, model, pixels))]
+    else:
+        Path(output).mkdir(parents=True, exist_ok=True)
+        results = (export_tflite if fmt == "tflite" else export_onnx)(model, output, pixels)
+    for path, difference in results:
+        if difference is None:
+            logger.warning("%s: not checked (it needs the Flex delegate, which this Python runtime lacks)", path)
+        else:
+            logger.info("%s: max |P(fake) - Keras| = %.2g on %d check images", path, difference, len(pixels))
+    return [path for path, _ in results]

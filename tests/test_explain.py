@@ -1,0 +1,319 @@
+"""Explanations: explain models, Grad-CAM (tf-keras-vis and keras.ops on every backend), LIME, attention, faithfulness, CLI."""
+
+import json
+import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from helpers import run_on_backend
+
+from defax_keras.data import load_source, make_dataset
+from defax_keras.data.files import load_image
+from defax_keras.errors import DefaxError
+from defax_keras.explain import faithfulness as faith
+from defax_keras.explain.cam import keras_grad_cam, map_gradients, normalize_maps, tf_keras_vis_cam, upsample
+from defax_keras.explain.explain import Explainer, resolve_methods
+from defax_keras.explain.lime import BatchedClassifier, lime_explanation
+from defax_keras.explain.model import attention_model, build_explain_model, explain_targets, resolve_targets
+from defax_keras.models import build_model
+from defax_keras.models.baselines import BackboneClassifier
+
+
+def _test_images(root, per_class: int, size: int):
+    test = Path(root) / "real_vs_fake" / "real-vs-fake" / "test"
+    paths = [p for cls in ("real", "fake") for p in sorted((test / cls).iterdir())[:per_class]]
+    return paths, np.stack([load_image(p, size) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def defax_nano():
+    keras.utils.set_random_seed(1)
+    return build_model("defax_nano")
+
+
+@pytest.fixture(scope="module")
+def demo_images(demo_root):
+    return _test_images(demo_root, 4, 112)
+
+
+@pytest.fixture(scope="module")
+def trained_cnn(demo_root, tmp_path_factory):
+    """simple_cnn_nano trained on the demo set (~88% test accuracy after 8 epochs, under a minute)."""
+    keras.utils.set_random_seed(0)
+    model = build_model("simple_cnn_nano")
+    model.compile()
+    source = load_source(demo_root)
+    model.fit(make_dataset(source, "train", image_size=112, batch_size=32, shuffle=True, seed=0), epochs=8, verbose=0)
+    path = tmp_path_factory.mktemp("explain_model") / "simple_cnn_nano.keras"
+    model.save(path)
+    return path, model
+
+
+# --------------------------------------------------------------------------- explain models
+
+
+@pytest.mark.parametrize(
+    "name, targets, grid",
+    [
+        ("defax_nano", ("local", "global"), (7, 7)),
+        ("gsu_tfr_nano", ("global",), (7, 7)),
+        ("facevit_nano", ("global",), (7, 7)),
+        ("resnet50_nano", ("local",), (4, 4)),
+        ("simple_cnn_nano", ("local",), (14, 14)),
+    ],
+)
+def test_explain_model_reproduces_the_detector_and_exposes_its_map(name, targets, grid):
+    keras.utils.set_random_seed(0)
+    model = build_model(name)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 112, 112, 3)).astype("float32")
+    expected = model.predict(images, verbose=0)
+    assert explain_targets(model) == targets
+    for target in targets:
+        logits = build_explain_model(model, target).predict(images, verbose=0)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), expected, atol=1e-5)
+        offset_model = build_explain_model(model, target, offset=True)
+        logits, feature_map = offset_model.predict([images, np.zeros((2, *grid, offset_model.inputs[1].shape[-1]), "float32")], verbose=0)
+        assert feature_map.shape[1:3] == grid
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits)), expected, atol=1e-5)
+
+
+def test_models_without_a_map_or_target_get_one_line_errors():
+    tokens = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Reshape((96, 32)), keras.layers.Dense(8)], name="backbone")
+    model = BackboneClassifier(tokens, pooling="avg", name="odd_tokens")
+    assert explain_targets(model) == ()
+    with pytest.raises(DefaxError, match="no spatial feature map.*lime"):
+        resolve_targets(model, "both")
+    with pytest.raises(DefaxError, match="has no local feature map; it can be explained at: global"):
+        resolve_targets(build_model("gsu_tfr_nano"), "local")
+    with pytest.raises(DefaxError, match="no cross-attention"):
+        attention_model(build_model("resnet50_nano"))
+    with pytest.raises(DefaxError, match="unknown method 'gradcamm'"):
+        resolve_methods(build_model("resnet50_nano"), ["gradcamm"], "both")
+    # `all` keeps what the model supports: LIME only, no error
+    assert resolve_methods(model, ["all"], "both") == [("lime", None)]
+
+
+# --------------------------------------------------------------------------- Grad-CAM
+
+
+def test_grad_cam_matches_a_numpy_reference_and_tf_keras_vis(trained_cnn, demo_images):
+    _, model = trained_cnn
+    _, images = demo_images
+    classes = [0, 1, 1, 0, 1, 0, 1, 1]
+    explain_model = build_explain_model(model, "local")
+    offset_model = build_explain_model(model, "local", offset=True)
+    reference = tf_keras_vis_cam("gradcam", explain_model, images, classes)
+    ours = keras_grad_cam(offset_model, images, classes)
+    assert reference.shape == ours.shape == (8, 14, 14)
+    assert reference.min() >= 0 and reference.max() > 0
+    np.testing.assert_allclose(upsample(ours, 112), upsample(reference, 112), atol=1e-4)
+    # the channel weights (mean gradients) against finite differences of the logit
+    feature_model = keras.Model(explain_model.inputs, explain_model.get_layer("feature_map").output)
+    features = feature_model.predict(images[:1], verbose=0)
+    head = keras.Model(offset_model.inputs, offset_model.outputs[0])
+    rng = np.random.default_rng(0)
+    weights_true = []
+    base = head.predict([images[:1], np.zeros_like(features)], verbose=0)[0, classes[0]]
+    channels = rng.choice(features.shape[-1], 3, replace=False)
+    for channel in channels:
+        delta = np.zeros_like(features)
+        delta[..., channel] = 1e-2
+        weights_true.append((head.predict([images[:1], delta], verbose=0)[0, classes[0]] - base) / (1e-2 * 14 * 14))
+    _, gradients = map_gradients(offset_model, images[:1], classes[:1])
+    np.testing.assert_allclose(gradients[0].mean(axis=(0, 1))[channels], weights_true, rtol=0.05, atol=1e-6)
+
+
+def test_maps_have_the_image_shape_and_range_and_follow_the_image(defax_nano, demo_images):
+    _, images = demo_images
+    explainer = Explainer(defax_nano, batch_size=8)
+    for method, target in [("gradcam", "local"), ("gradcam", "global"), ("gradcam++", "local"), ("scorecam", "global"), ("attention", None)]:
+        raw = explainer.raw_maps(method, target, images[:2], [1, 1])
+        assert raw.shape == (2, 7, 7) and np.isfinite(raw).all() and raw.min() >= 0
+        heat = explainer.heat(method, raw, 112)
+        assert heat.shape == (2, 112, 112) and heat.min() >= 0 and heat.max() <= 1
+        assert np.abs(raw[0] - raw[1]).max() > 1e-6 * max(raw.max(), 1e-30), f"{method}-{target} ignores the image"
+    shifted = explainer.raw_maps("gradcam", "local", np.roll(images[:1], 40, axis=1), [1])
+    assert not np.allclose(shifted[0], explainer.raw_maps("gradcam", "local", images[:1], [1])[0])
+
+
+def test_attention_map_is_the_fusion_scores_averaged_over_heads_and_queries(defax_nano, demo_images):
+    _, images = demo_images
+    shares = np.asarray(attention_model(defax_nano)(images[:2], training=False))
+    x = defax_nano.get_layer("normalize")(images[:2])
+    local = defax_nano.get_layer("local_tokens")(defax_nano.efficientnet(x))
+    _, scores = defax_nano.get_layer("fusion")(defax_nano.swin(x), local, return_attention_scores=True)
+    scores = keras.ops.convert_to_numpy(scores)  # [B, heads, N, M]
+    np.testing.assert_allclose(shares.reshape(2, -1), scores.mean(axis=(1, 2)), atol=1e-6)
+    np.testing.assert_allclose(shares.sum(axis=(1, 2)), 1.0, atol=1e-5)
+
+
+PARITY_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import keras, numpy as np
+    import defax_keras.models
+    from defax_keras.errors import DefaxError
+    from defax_keras.explain.cam import keras_grad_cam
+    from defax_keras.explain.explain import resolve_methods
+    from defax_keras.explain.model import build_explain_model
+
+    model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+    data = np.load(sys.argv[2])
+    maps = {t: keras_grad_cam(build_explain_model(model, t, offset=True), data["images"], data["classes"]) for t in ("local", "global")}
+    np.savez(sys.argv[3], **maps)
+    try:
+        resolve_methods(model, ["gradcam++"], "both")
+        error = None
+    except DefaxError as exc:
+        error = str(exc)
+    print(json.dumps({"backend": keras.backend.backend(), "error": error, "all": resolve_methods(model, ["all"], "both")}))
+    """
+)
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_grad_cam_on_jax_and_torch_equals_tf_keras_vis(backend, demo_root, tmp_path):
+    keras.utils.set_random_seed(3)
+    model = build_model("defax_nano")
+    # At random init EfficientNet's tokens are ~1e-3, so the keys are flat, the cross-attention is uniform
+    # and the global branch, which acts only through it, gets gradients of ~1e-7. Scale the keys so the
+    # attention depends on the image and both maps carry a signal worth comparing.
+    key = model.get_layer("fusion").attention._key_dense.kernel
+    key.assign(key * 1000.0)
+    model.save(tmp_path / "model.keras")
+    _, images = _test_images(demo_root, 2, 112)
+    classes = np.array([0, 1, 1, 0])
+    np.savez(tmp_path / "inputs.npz", images=images, classes=classes)
+    report = run_on_backend(backend, PARITY_SCRIPT, str(tmp_path / "model.keras"), str(tmp_path / "inputs.npz"), str(tmp_path / "maps.npz"))
+    assert report["backend"] == backend
+    assert "needs the TensorFlow backend" in report["error"]
+    assert [tuple(c) for c in report["all"]] == [("gradcam", "local"), ("gradcam", "global"), ("lime", None), ("attention", None)]
+    theirs = np.load(tmp_path / "maps.npz")
+    for target in ("local", "global"):
+        reference = tf_keras_vis_cam("gradcam", build_explain_model(model, target), images, classes)
+        assert upsample(reference, 112).std() > 0.1, f"{target} map is flat; the comparison would be meaningless"
+        difference = np.abs(upsample(theirs[target], 112) - upsample(reference, 112)).max()
+        assert difference < 1e-4, f"{backend} {target}: max |diff| {difference}"
+
+
+# --------------------------------------------------------------------------- LIME
+
+
+def test_lime_batches_its_perturbed_images_through_the_model(trained_cnn, demo_images):
+    _, model = trained_cnn
+    _, images = demo_images
+    classifier = BatchedClassifier(model)
+    weights, top = lime_explanation(model, images[5], 1, num_samples=40, batch_size=16, top_k=3, classifier=classifier)
+    assert classifier.images == 40 and classifier.calls == math.ceil(40 / 16)
+    assert weights.shape == top.shape == (112, 112)
+    assert top.any() and not top.all()
+    assert weights[top].min() > 0 and weights[top].min() >= weights[~top].max() - 1e-12
+
+
+# --------------------------------------------------------------------------- faithfulness
+
+
+def test_perturbation_paths_and_areas():
+    image = np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype("float32")
+    saliency = np.zeros((16, 16))
+    saliency[:4] = 1.0  # the top quarter first
+    deletion, insertion = faith.perturbation_batches(image, saliency, steps=4, baseline="black")
+    assert deletion.shape == insertion.shape == (5, 16, 16, 3)
+    np.testing.assert_array_equal(deletion[0], image)
+    np.testing.assert_array_equal(deletion[1][:4], 0)
+    np.testing.assert_array_equal(deletion[1][4:], image[4:])
+    np.testing.assert_array_equal(insertion[4], image)
+    np.testing.assert_array_equal(insertion[0], 0)
+    assert faith.area_under_curve([1, 1, 1]) == pytest.approx(1.0)
+    assert faith.area_under_curve([1, 0.5, 0]) == pytest.approx(0.5)
+    order = faith.pixel_order(saliency)
+    assert set(order[:64]) == set(range(64))  # ties broken inside the top region only
+
+
+def test_grad_cam_is_more_faithful_than_a_random_map_on_a_trained_model(trained_cnn, demo_root):
+    _, model = trained_cnn
+    _, images = _test_images(demo_root, 8, 112)
+    explainer = Explainer(model, batch_size=16)
+    classes = (explainer.predict(images)[:, 1] >= 0.5).astype(int)
+    cam = explainer.heat("gradcam", explainer.raw_maps("gradcam", "local", images, classes), 112)
+    curves = {"gradcam": [], "random": []}
+    for i, image in enumerate(images):
+        curves["gradcam"].append(faith.perturbation_curves(explainer.predict, image, cam[i], classes[i], seed=i))
+        curves["random"].append(faith.perturbation_curves(explainer.predict, image, faith.random_map((14, 14), 112, i), classes[i], seed=i))
+    summary = faith.summarize(curves)
+    assert summary["gradcam"]["beats_random_deletion"], summary["gradcam"]["deletion_auc"]
+    assert summary["gradcam"]["beats_random_insertion"], summary["gradcam"]["insertion_auc"]
+    # and a map that points at the least important pixels first is worse than random
+    inverted = [faith.perturbation_curves(explainer.predict, image, 1 - cam[i], classes[i], seed=i) for i, image in enumerate(images)]
+    assert np.mean([c["deletion_auc"] for c in inverted]) > summary["random"]["deletion_auc"]
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_explain_command_writes_overlays_maps_grid_and_faithfulness(trained_cnn, demo_root, tmp_path):
+    path, _ = trained_cnn
+    test = Path(demo_root) / "real_vs_fake" / "real-vs-fake" / "test"
+    images = tmp_path / "images"
+    for cls in ("real", "fake"):
+        (images / cls).mkdir(parents=True)
+        for source in sorted((test / cls).iterdir())[:2]:
+            (images / cls / source.name).write_bytes(source.read_bytes())
+    (images / "fake" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (images / "notes.txt").write_text("ignored")
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "defax_keras.cli", "explain", "-m", str(path), "-i", str(images), "-o", str(output),
+         "--method", "gradcam,lime", "--method", "gradcam++", "--lime-samples", "20", "--faithfulness"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((output / "summary.json").read_text())
+    assert summary["columns"] == ["gradcam-local", "lime", "gradcam++-local"]
+    assert [Path(r["path"]).parent.name for r in summary["images"]] == ["fake", "fake", "real", "real"]
+    assert [s["path"] for s in summary["skipped"]] == [str(images / "fake" / "broken.jpg")]
+    assert summary["ignored_files"] == 1
+    for record in summary["images"]:
+        assert record["group"] in ("fake-correct", "fake-misclassified", "real-correct", "real-misclassified")
+        assert record["explained_class"] == record["predicted"]
+        for column in summary["columns"]:
+            assert (output / record["files"][column]).is_file()
+        assert np.load(output / record["folder"] / "gradcam-local.npy").shape == (14, 14)
+        assert np.load(output / record["folder"] / "lime.npy").shape == (112, 112)
+    assert (output / "grid.png").stat().st_size > 10_000
+    report = json.loads((output / "faithfulness.json").read_text())
+    assert set(report["all"]) == {"gradcam-local", "lime", "gradcam++-local", "random"}
+    assert len(report["all"]["random"]["deletion"]) == faith.STEPS + 1
+    assert "Faithfulness" in result.stdout and (output / "faithfulness.png").is_file()
+
+
+def test_explain_command_errors_are_one_line(tmp_path):
+    path = tmp_path / "simple_cnn_nano.keras"
+    build_model("simple_cnn_nano").save(path)
+
+    def run(*args):
+        result = subprocess.run([sys.executable, "-m", "defax_keras.cli", "explain", "-m", str(path), *args], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("defax: error: "), result.stderr
+        return lines[0]
+
+    assert "no such file or folder" in run("-i", str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    assert "no image files" in run("-i", str(tmp_path / "empty"))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    assert "none of the 1 image files could be read" in run("-i", str(tmp_path / "bad.png"))
+    assert "no cross-attention" in run("-i", str(tmp_path / "bad.png"), "--method", "attention")
+    assert "no global feature map" in run("-i", str(tmp_path / "bad.png"), "--target", "global")
+
+
+def test_normalize_maps_matches_tf_keras_vis():
+    from tf_keras_vis.utils import normalize
+
+    maps = np.random.default_rng(0).normal(size=(3, 5, 5)).astype("float32")
+    np.testing.assert_allclose(normalize_maps(maps), normalize(maps), atol=1e-7)
