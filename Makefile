@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install "$(TORCH_SPEC)" -e ".[dev,jax,torch]"
+	$(BIN)/python -m pip install "$(TORCH_SPEC)" -e ".[dev,jax,torch,onnx]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

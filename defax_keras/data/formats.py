@@ -160,6 +160,8 @@ def decode_with_pil(data: bytes, max_pixels: int | None = MAX_PIXELS) -> np.ndar
     greyscale is repeated over three channels and 16-bit samples keep their
     high byte. Raises ValueError for unreadable or oversized data.
     """
+    if isinstance(data, np.ndarray):  # a 0-d object array when tf.numpy_function runs eagerly
+        data = data.item()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
