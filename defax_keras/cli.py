@@ -272,6 +272,13 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from defax_keras.web.server import serve
+
+    serve(args.model_path, args.host, args.port, args.workers, batching=not args.no_batching, max_files=args.max_files)
+    return 0
+
+
 def cmd_compare(args) -> int:
     from defax_keras.evaluation.compare import write_comparison
 
@@ -462,6 +469,21 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which the label is 'fake' (default 0.5)")
     predict.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files and log detail")
     predict.set_defaults(func=cmd_predict)
+
+    serve = commands.add_parser(
+        "serve",
+        help="the web page and JSON API (drag and drop, Grad-CAM, CSV/JSON export)",
+        description="Serve a model on a web page and a JSON API (POST /api/predict with multipart field 'files'; "
+        "GET /api/info, /healthz) with waitress. The model is loaded and warmed up before the port opens; "
+        "concurrent requests are micro-batched onto it.",
+    )
+    _model_argument(serve, f"{MODEL_HELP}, or a SavedModel export")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--workers", type=int, default=8, help="request threads (default 8); the model runs on one batching thread")
+    serve.add_argument("--max-files", type=int, default=64, help="files per request (default 64)")
+    serve.add_argument("--no-batching", action="store_true", help="one model call per request (for comparison)")
+    serve.set_defaults(func=cmd_serve)
 
     compare = commands.add_parser(
         "compare",

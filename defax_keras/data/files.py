@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from defax_keras.data.formats import has_image_extension, inspect_image
+from defax_keras.data.formats import MAX_PIXELS, has_image_extension, inspect_bytes
 from defax_keras.data.manifest import class_from_name
 from defax_keras.errors import DefaxError
 
@@ -60,18 +60,29 @@ def load_image(path, image_size: int) -> np.ndarray:
 
     Raises `ImageFileError` for a file that is not a readable image.
     """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageFileError(f"cannot read file ({exc.strerror or exc})") from exc
+    return decode_image_bytes(data, image_size)
+
+
+def decode_image_bytes(data: bytes, image_size: int, formats=None, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """`load_image` for encoded bytes in memory: checked by content (`formats` limits the accepted
+    ones), refused before decoding when the header claims too many pixels, then decoded like evaluation."""
     import tensorflow as tf
 
     from defax_keras.data.pipeline import decoder_kind, eval_transform
     from defax_keras.data.sources import Sample
 
-    path = os.fspath(path)
-    info = inspect_image(path)
+    info = inspect_bytes(data, max_pixels)
     if not info.ok:
         raise ImageFileError(info.error)
-    sample = Sample(path=path, label=-1, split="", info=info)
+    if formats and info.format not in formats:
+        raise ImageFileError(f"{info.format} images are not accepted (accepted: {', '.join(formats)})")
+    sample = Sample(path="", label=-1, split="", info=info)
     try:
-        image = eval_transform(tf.io.read_file(path), tf.constant(decoder_kind(sample)), image_size)
+        image = eval_transform(tf.constant(data), tf.constant(decoder_kind(sample)), image_size)
     except (tf.errors.OpError, ValueError) as exc:
         raise ImageFileError(f"cannot be decoded ({str(exc).strip().splitlines()[0][:120]})") from exc
     return np.asarray(image, np.float32)

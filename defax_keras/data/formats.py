@@ -109,17 +109,28 @@ def inspect_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) 
             return ImageInfo(error="empty file (0 bytes)")
         with open(path, "rb") as handle:
             head = handle.read(32)
-            fmt = sniff_format(head)
-            if fmt is None:
-                return ImageInfo(error="not an image (content is not JPEG, PNG, BMP, GIF, WebP or TIFF)")
             handle.seek(max(0, size - _TAIL_BYTES))
-            error = _truncation_error(fmt, head, handle.read(), size)
-            if error:
-                return ImageInfo(format=fmt, error=error)
-            handle.seek(0)
-            return _inspect_header(handle, fmt, max_pixels)
+            return _inspect(handle, head, handle.read(), size, max_pixels)
     except OSError as exc:
         return ImageInfo(error=f"cannot read file ({exc.strerror or exc})")
+
+
+def inspect_bytes(data: bytes, max_pixels: int | None = MAX_PIXELS) -> ImageInfo:
+    """`inspect_image` for an image held in memory (an upload)."""
+    if not data:
+        return ImageInfo(error="empty file (0 bytes)")
+    return _inspect(io.BytesIO(data), data[:32], data[-_TAIL_BYTES:], len(data), max_pixels)
+
+
+def _inspect(handle, head: bytes, tail: bytes, size: int, max_pixels: int | None) -> ImageInfo:
+    fmt = sniff_format(head)
+    if fmt is None:
+        return ImageInfo(error="not an image (content is not JPEG, PNG, BMP, GIF, WebP or TIFF)")
+    error = _truncation_error(fmt, head, tail, size)
+    if error:
+        return ImageInfo(format=fmt, error=error)
+    handle.seek(0)
+    return _inspect_header(handle, fmt, max_pixels)
 
 
 def _orientation(image: Image.Image, fmt: str) -> int:

@@ -1,0 +1,191 @@
+"""Load test of `defax serve`: 16 concurrent clients, micro-batching versus one model call per request.
+
+Runs the real app under waitress on 127.0.0.1 (loopback only) twice, once per
+mode, with the same model, images and clients, and reports requests/s,
+p50/p95 latency, errors and peak resident memory. Bounded in requests and
+time. Prints a table, then one JSON object as its last line; `--write`
+records the table in bench/RESULTS.md.
+
+    python bench/web_load.py --quick                   # defax_nano, random weights
+    python bench/web_load.py --model-path runs/.../model.keras --requests 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _images(count: int) -> list[bytes]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(count):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=90)
+        images.append(buffer.getvalue())
+    return images
+
+
+def _multipart(image: bytes) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"face.jpg\"\r\n"
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode() + image + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _client(port: int, image: bytes) -> tuple[float, bool]:
+    body, content_type = _multipart(image)
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("POST", "/api/predict", body=body, headers={"Content-Type": content_type})
+        response = connection.getresponse()
+        payload = json.loads(response.read())
+        ok = response.status == 200 and "p_fake" in payload["results"][0]
+    except Exception:  # noqa: BLE001 - an error is a data point here
+        ok = False
+    finally:
+        connection.close()
+    return time.perf_counter() - started, ok
+
+
+def run_mode(model_path, batching: bool, clients: int, requests: int, max_seconds: float, images) -> dict:
+    from waitress import create_server
+
+    from defax_keras.web.app import create_app
+    from defax_keras.web.server import build_service
+
+    service = build_service(model_path, batching=batching)
+    server = create_server(create_app(service), host="127.0.0.1", port=0, threads=clients)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    port = server.effective_port
+    for image in images[:2]:
+        _client(port, image)  # warm the request path
+    latencies, errors = [], 0
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(_client, port, images[i % len(images)]) for i in range(requests)]
+        for future in futures:
+            latency, ok = future.result(timeout=max_seconds)
+            latencies.append(latency)
+            errors += not ok
+            if time.perf_counter() - started > max_seconds:
+                break
+    elapsed = time.perf_counter() - started
+    server.close()
+    runner = service.runner
+    service.close()
+    return {
+        "mode": "micro-batching" if batching else "one call per request",
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": 1000 * float(np.percentile(latencies, 50)),
+        "p95_ms": 1000 * float(np.percentile(latencies, 95)),
+        "mean_batch": runner.images / max(runner.batches, 1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def machine() -> str:
+    import keras
+    import tensorflow as tf
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__} ({keras.backend.backend()})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", help="a .keras model (default: defax_nano with random weights)")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=320, help="requests per mode")
+    parser.add_argument("--max-seconds", type=float, default=240, help="time bound per mode")
+    parser.add_argument("--quick", action="store_true", help="96 requests per mode")
+    parser.add_argument("--write", action="store_true", help="record the table in bench/RESULTS.md")
+    args = parser.parse_args()
+    requests = 96 if args.quick else args.requests
+    model_path = args.model_path
+    scratch = None
+    if not model_path:
+        import keras
+
+        from defax_keras.models import build_model
+
+        keras.utils.set_random_seed(0)
+        scratch = tempfile.TemporaryDirectory()
+        model_path = os.path.join(scratch.name, "defax_nano.keras")
+        build_model("defax_nano").save(model_path)
+    images = _images(16)
+    rows = [run_mode(model_path, batching, args.clients, requests, args.max_seconds, images) for batching in (False, True)]
+    direct, batched = rows
+    speedup = batched["requests_per_s"] / direct["requests_per_s"]
+    lines = [
+        f"| mode | requests | errors | requests/s | p50 ms | p95 ms | images per model call | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['mode']} | {row['requests']} | {row['errors']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.0f} | "
+            f"{row['p95_ms']:.0f} | {row['mean_batch']:.1f} | {row['peak_rss_mb']:.0f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    print(f"micro-batching / one call per request: {speedup:.2f}x requests/s")
+    if args.write:
+        command = "python bench/web_load.py " + " ".join(sys.argv[1:])
+        section = (
+            f"## Web load test (`bench/web_load.py`)\n\n{time.strftime('%Y-%m-%d')}, {machine()}.\n"
+            f"Command: `{command.strip()}`; model {Path(model_path).name if args.model_path else 'defax_nano (random weights)'}, "
+            f"{args.clients} concurrent clients, one 128x128 JPEG per request, loopback.\n\n{table}\n\n"
+            f"Micro-batching gives **{speedup:.2f}x** the requests/s of one model call per request.\n"
+        )
+        _record(section, "## Web load test")
+    print(json.dumps({"benchmark": "web_load", "clients": args.clients, "speedup": round(speedup, 3), "modes": rows}))
+    return 0
+
+
+def _record(section: str, heading: str) -> None:
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n\nEach section is written by the benchmark named in its heading.\n"
+    if heading in text:
+        start = text.index(heading)
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

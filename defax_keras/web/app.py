@@ -1,0 +1,216 @@
+"""The Flask application: a drag-and-drop page and a JSON API over one loaded model.
+
+Uploads are data, never trusted: each file is checked by content (not by its
+name), refused before decoding when its header claims too many pixels, and
+kept in memory only (no temporary files); file names are escaped on the page
+and neutralised in CSV exports. Requests share the model through the
+micro-batcher.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+from flask import Flask, Request, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from defax_keras import __version__
+from defax_keras.data.files import ImageFileError, decode_image_bytes
+from defax_keras.web.batcher import DirectPredictor, MicroBatcher
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
+ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+MAX_REQUEST_BYTES = 20 * 1024 * 1024
+MAX_FILES = 64
+MAX_PIXELS = 40_000_000
+"""Per image, read from the header before decoding (a few-KB PNG can claim 30000x30000)."""
+CLASS_NAMES = ("real", "fake")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+class InMemoryRequest(Request):
+    """Uploaded files stay in memory (bounded by the request limit): nothing reaches the disk."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+
+def neutralize_cell(value) -> str:
+    """A CSV cell a spreadsheet will not evaluate: text starting with = + - @ (or tab/CR) gets a leading quote."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def results_csv(results) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["name", "label", "p_real", "p_fake", "error"])
+    for row in results:
+        writer.writerow([neutralize_cell(row.get(key)) for key in ("name", "label", "p_real", "p_fake", "error")])
+    return buffer.getvalue()
+
+
+def _error(status: int, message: str):
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+class DetectorService:
+    """The model behind the app: loaded once, warmed up, predictions through the batcher."""
+
+    def __init__(self, predictor, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005):
+        self.predictor = predictor
+        self.image_size = predictor.image_size
+        self.name = getattr(getattr(predictor, "model", None), "name", None) or predictor.name
+        warm = np.zeros((1, self.image_size, self.image_size, 3), np.float32)
+        predictor.predict(warm)  # the first call builds the graph; do it before the port opens
+        self.runner = MicroBatcher(predictor.predict, max_batch, max_wait) if batching else DirectPredictor(predictor.predict)
+        self._explain_lock = threading.Lock()
+        self._explainer = None
+
+    @property
+    def can_explain(self) -> bool:
+        from defax_keras.explain.model import explain_targets
+
+        model = getattr(self.predictor, "model", None)
+        return model is not None and bool(explain_targets(model))
+
+    def gradcam_overlays(self, images, classes) -> list[str]:
+        """Grad-CAM overlays (PNG data URLs) of each image's predicted class, at the model's first target."""
+        from PIL import Image
+
+        from defax_keras.explain.explain import Explainer
+        from defax_keras.explain.figures import overlay
+        from defax_keras.explain.model import explain_targets
+
+        model = self.predictor.model
+        with self._explain_lock:
+            if self._explainer is None:
+                self._explainer = Explainer(model, batch_size=16)
+            target = explain_targets(model)[0]
+            raw = self._explainer.raw_maps("gradcam", target, np.stack(images), np.asarray(classes))
+            heat = self._explainer.heat("gradcam", raw, self.image_size)
+        urls = []
+        for image, map_ in zip(images, heat):
+            buffer = io.BytesIO()
+            Image.fromarray(overlay(image, map_)).save(buffer, "PNG")
+            urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+        return urls
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request_bytes: int = MAX_REQUEST_BYTES) -> Flask:
+    app = Flask(__name__, static_folder=None)
+    app.request_class = InMemoryRequest
+    app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
+    app.config["MAX_FORM_PARTS"] = max_files + 16
+    app.extensions["defax_service"] = service
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.update(SECURITY_HEADERS)
+        if request.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(_):
+        return _error(413, f"request too large: at most {max_request_bytes // (1024 * 1024)} MB and {max_files} files per request")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return _error(exc.code or 500, exc.description or exc.name)
+
+    @app.get("/")
+    def index():
+        return send_from_directory(STATIC, "index.html")
+
+    @app.get("/static/<path:name>")
+    def static_file(name):
+        return send_from_directory(STATIC, name)
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify({"status": "ok"})
+
+    @app.get("/api/info")
+    def info():
+        return jsonify(
+            {
+                "model": service.name,
+                "image_size": service.image_size,
+                "classes": list(CLASS_NAMES),
+                "version": __version__,
+                "explain": ["gradcam"] if service.can_explain else [],
+                "max_files": max_files,
+                "max_request_bytes": max_request_bytes,
+                "formats": list(ACCEPTED_EXTENSIONS),
+            }
+        )
+
+    @app.post("/api/predict")
+    def predict():
+        explain = request.args.get("explain")
+        if explain not in (None, "", "gradcam"):
+            return _error(400, f"unknown explain={explain!r}; the only explanation is gradcam")
+        if explain == "gradcam" and not service.can_explain:
+            return _error(400, "this model cannot show Grad-CAM (it is a SavedModel, or has no spatial feature map)")
+        files = request.files.getlist("files")
+        if not files:
+            return _error(400, "no files: send images as multipart form field 'files'")
+        if len(files) > max_files:
+            return _error(413, f"too many files: {len(files)} sent, at most {max_files} per request")
+        results, images, indices = [], [], []
+        for upload in files:
+            name = upload.filename or "unnamed"
+            try:
+                images.append(decode_image_bytes(upload.read(), service.image_size, ACCEPTED_FORMATS, MAX_PIXELS))
+                indices.append(len(results))
+                results.append({"name": name})
+            except ImageFileError as exc:
+                results.append({"name": name, "error": str(exc)})
+            finally:
+                upload.close()
+        if images:
+            probabilities = service.runner.predict_many(images)
+            for index, (p_real, p_fake) in zip(indices, probabilities):
+                label = CLASS_NAMES[int(p_fake >= 0.5)]
+                results[index].update(label=label, p_real=round(float(p_real), 6), p_fake=round(float(p_fake), 6))
+            if explain == "gradcam":
+                classes = [int(results[i]["p_fake"] >= 0.5) for i in indices]
+                for index, url in zip(indices, service.gradcam_overlays(images, classes)):
+                    results[index]["gradcam"] = url
+        return jsonify({"results": results})
+
+    @app.post("/api/export.csv")
+    def export_csv():
+        payload = request.get_json(silent=True)
+        if not isinstance(payload, dict) or not isinstance(payload.get("results"), list):
+            return _error(400, 'send JSON {"results": [...]} as returned by /api/predict')
+        response = app.response_class(results_csv(r for r in payload["results"] if isinstance(r, dict)), mimetype="text/csv")
+        response.headers["Content-Disposition"] = 'attachment; filename="defax-results.csv"'
+        return response
+
+    return app

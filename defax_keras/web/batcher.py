@@ -1,0 +1,102 @@
+"""Micro-batching: images from concurrent requests share one forward pass.
+
+A model call costs nearly the same for 1 image as for 8 on a CPU (the weights
+are read once), so one thread owns the model: it takes the first waiting
+image, waits up to `max_wait` seconds for more (up to `max_batch`), runs them
+as one batch and hands each request its own row. Requests never call the
+model themselves.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+
+import numpy as np
+
+
+class MicroBatcher:
+    """`submit(pixels) -> Future` of the `[2]` probabilities; `predict_many` for a request's images."""
+
+    def __init__(self, predict, max_batch: int = 32, max_wait: float = 0.005):
+        self._predict = predict
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self._queue: queue.Queue = queue.Queue()
+        self.batches = 0
+        self.images = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="defax-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, pixels) -> Future:
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        future: Future = Future()
+        self._queue.put((np.asarray(pixels, np.float32), future))
+        return future
+
+    def predict_many(self, images) -> list[np.ndarray]:
+        futures = [self.submit(image) for image in images]
+        return [future.result() for future in futures]
+
+    def _collect(self) -> list:
+        first = self._queue.get()
+        if first is None:
+            return []
+        items = [first]
+        deadline = time.monotonic() + self.max_wait
+        while len(items) < self.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # let the loop see the close after this batch
+                break
+            items.append(item)
+        return items
+
+    def _run(self) -> None:
+        while True:
+            items = self._collect()
+            if not items:
+                return
+            try:
+                probabilities = np.asarray(self._predict(np.stack([pixels for pixels, _ in items])))
+            except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it
+                for _, future in items:
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.images += len(items)
+            for (_, future), row in zip(items, probabilities):
+                future.set_result(row)
+
+    def close(self) -> None:
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
+class DirectPredictor:
+    """The same interface without batching: one model call per request (the baseline the load test compares)."""
+
+    def __init__(self, predict):
+        self._predict = predict
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.images = 0
+
+    def predict_many(self, images) -> list[np.ndarray]:
+        with self._lock:
+            probabilities = np.asarray(self._predict(np.stack(images)))
+        self.batches += 1
+        self.images += len(images)
+        return list(probabilities)
+
+    def close(self) -> None:
+        pass

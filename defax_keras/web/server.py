@@ -1,0 +1,37 @@
+"""`defax serve`: load the model once, warm it up, then open the port with waitress (a production WSGI server)."""
+
+from __future__ import annotations
+
+import logging
+
+from defax_keras.errors import DefaxError
+
+logger = logging.getLogger(__name__)
+
+
+def build_service(model_path, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005):
+    from defax_keras.export.predict import load_predictor
+    from defax_keras.web.app import DetectorService
+
+    return DetectorService(load_predictor(model_path), batching=batching, max_batch=max_batch, max_wait=max_wait)
+
+
+def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 8, batching: bool = True, max_files: int = 64, announce=print) -> None:
+    """Serve until interrupted. `workers` is waitress's request threads; the model has one batching thread."""
+    import waitress
+
+    from defax_keras.web.app import create_app
+
+    if not 0 < port < 65536:
+        raise DefaxError(f"--port must be between 1 and 65535, got {port}")
+    if workers < 1:
+        raise DefaxError(f"--workers must be positive, got {workers}")
+    service = build_service(model_path, batching=batching)
+    app = create_app(service, max_files=max_files)
+    announce(f"Serving {service.name} on http://{host}:{port}/ ({workers} threads{', micro-batching' if batching else ''}); Ctrl+C stops")
+    try:
+        waitress.serve(app, host=host, port=port, threads=workers, ident="defax", max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024 * 1024)
+    except OSError as exc:
+        raise DefaxError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    finally:
+        service.close()

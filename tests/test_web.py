@@ -1,0 +1,306 @@
+"""The web app: API, bad input and security (Flask test client), micro-batching, and the real page in headless Chromium."""
+
+import csv
+import io
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from helpers import corrupt_middle_png, decompression_bomb_png, encode, jpeg_with_orientation, pattern
+
+from defax_keras.data.files import decode_image_bytes
+from defax_keras.models import build_model
+from defax_keras.web.app import MAX_REQUEST_BYTES, create_app, neutralize_cell
+from defax_keras.web.batcher import MicroBatcher
+from defax_keras.web.server import build_service
+
+XSS_NAME = "<img src=x onerror=alert(1)>.png"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("web_model") / "simple_cnn_nano.keras"
+    build_model("simple_cnn_nano").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(model_path):
+    service = build_service(model_path)
+    yield service
+    service.close()
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    return create_app(service).test_client()
+
+
+def _post(client, files, query=""):
+    data = {"files": [(io.BytesIO(content), name) for name, content in files]}
+    return client.post(f"/api/predict{query}", data=data, content_type="multipart/form-data")
+
+
+def test_info_and_health(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    info = client.get("/api/info").json
+    assert info["model"] == "simple_cnn_nano" and info["image_size"] == 112
+    assert info["classes"] == ["real", "fake"] and info["explain"] == ["gradcam"]
+    assert info["max_request_bytes"] == MAX_REQUEST_BYTES and info["max_files"] == 64
+
+
+def test_predict_keeps_upload_order_and_matches_the_model(client, service):
+    image = pattern(150, 120)
+    files = [("one.jpg", encode(image, "JPEG", quality=92)), ("two.png", encode(pattern(90, 130, seed=3), "PNG")), ("bad.jpg", b"text")]
+    response = _post(client, files)
+    assert response.status_code == 200
+    results = response.json["results"]
+    assert [r["name"] for r in results] == ["one.jpg", "two.png", "bad.jpg"]
+    expected = service.predictor.predict(np.stack([decode_image_bytes(content, 112) for _, content in files[:2]]))
+    for result, (p_real, p_fake) in zip(results[:2], expected):
+        assert result["p_fake"] == pytest.approx(p_fake, abs=1e-5) and result["p_real"] == pytest.approx(p_real, abs=1e-5)
+        assert result["label"] == ("fake" if p_fake >= 0.5 else "real")
+    assert set(results[2]) == {"name", "error"}
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("text.jpg", b"just some text, named like a JPEG", "not an image"),
+        ("empty.png", b"", "empty file"),
+        ("truncated.jpg", encode(pattern(64, 64), "JPEG")[:400], "truncated JPEG"),
+        ("bomb.png", decompression_bomb_png(30000), "too large"),
+        ("damaged.png", corrupt_middle_png(), "cannot be decoded"),
+        ("animation.gif", encode(pattern(32, 32), "GIF"), "GIF images are not accepted"),
+    ],
+)
+def test_bad_files_get_their_own_error_and_the_rest_is_answered(client, name, content, message):
+    started = time.perf_counter()
+    response = _post(client, [("good.png", encode(pattern(40, 40), "PNG")), (name, content)])
+    assert response.status_code == 200
+    good, bad = response.json["results"]
+    assert "p_fake" in good
+    assert set(bad) == {"name", "error"} and message in bad["error"], bad
+    assert time.perf_counter() - started < 30  # the bomb is refused from its header, never decoded
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "I;16", "CMYK"])
+def test_image_modes_are_converted(client, mode):
+    fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "I;16" else "PNG")
+    image = pattern(64, 48)
+    if mode == "I;16":
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray((image[..., 0].astype(np.uint16) * 257)).save(buffer, "TIFF")
+        content = buffer.getvalue()
+    else:
+        content = encode(image, fmt, mode=mode)
+    (result,) = _post(client, [(f"image.{fmt.lower()}", content)]).json["results"]
+    assert "p_fake" in result, result
+
+
+def test_exif_orientation_is_applied(client, service):
+    image = pattern(80, 40)
+    rotated = jpeg_with_orientation(image, 6)  # stored landscape, shown portrait
+    upright = encode(np.rot90(image, -1).copy(), "JPEG", quality=95)
+    got = decode_image_bytes(rotated, 112)
+    reference = decode_image_bytes(upright, 112)
+    assert np.abs(got - reference).mean() < 8  # same picture up to JPEG noise
+    assert "p_fake" in _post(client, [("rotated.jpg", rotated)]).json["results"][0]
+
+
+def test_request_limits(service):
+    app = create_app(service, max_files=3)
+    client = app.test_client()
+    response = client.post("/api/predict", data=b"x" * (MAX_REQUEST_BYTES + 1), content_type="multipart/form-data; boundary=b")
+    assert response.status_code == 413 and "at most 20 MB" in response.json["error"]
+    small = encode(pattern(20, 20), "PNG")
+    response = _post(client, [(f"{i}.png", small) for i in range(4)])
+    assert response.status_code == 413 and "at most 3 per request" in response.json["error"]
+    assert client.post("/api/predict", data={}).status_code == 400
+    assert "no files" in client.post("/api/predict", data={}).json["error"]
+    assert _post(client, [("a.png", small)], "?explain=lime").status_code == 400
+
+
+def test_gradcam_overlay_is_a_png(client):
+    (result,) = _post(client, [("face.png", encode(pattern(100, 100), "PNG"))], "?explain=gradcam").json["results"]
+    assert result["gradcam"].startswith("data:image/png;base64,")
+    import base64
+
+    from PIL import Image
+
+    overlay = Image.open(io.BytesIO(base64.b64decode(result["gradcam"].split(",", 1)[1])))
+    assert overlay.size == (112, 112)
+
+
+def test_security_headers_and_escaping(client):
+    for path in ("/", "/api/info", "/static/app.js"):
+        headers = client.get(path).headers
+        assert "script-src 'self'" in headers["Content-Security-Policy"] and "unsafe-inline" not in headers["Content-Security-Policy"]
+        assert headers["X-Content-Type-Options"] == "nosniff" and headers["X-Frame-Options"] == "DENY"
+    page = client.get("/").get_data(as_text=True)
+    assert "<script>" not in page and "onclick" not in page  # no inline scripts for the CSP to allow
+    script = client.get("/static/app.js").get_data(as_text=True)
+    assert "innerHTML" not in script  # names only ever go through textContent
+    (result,) = _post(client, [(XSS_NAME, encode(pattern(30, 30), "PNG"))]).json["results"]
+    assert result["name"] == XSS_NAME  # JSON carries the name as data; the page escapes it (browser test)
+
+
+def test_csv_export_neutralises_formulas(client):
+    rows = [
+        {"name": "=HYPERLINK(\"http://x\")", "label": "fake", "p_real": 0.1, "p_fake": 0.9},
+        {"name": "+1", "error": "not an image"},
+        {"name": "-2.png", "label": "real", "p_real": 0.9, "p_fake": 0.1},
+        {"name": "@SUM(A1)", "label": "real", "p_real": 0.8, "p_fake": 0.2},
+        {"name": "plain.png", "label": "real", "p_real": 0.8, "p_fake": 0.2},
+    ]
+    response = client.post("/api/export.csv", json={"results": rows})
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    table = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert [r["name"] for r in table] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2.png", "'@SUM(A1)", "plain.png"]
+    assert table[1]["error"] == "not an image" and table[0]["p_fake"] == "0.9"
+    assert neutralize_cell("\t=1") == "'\t=1" and neutralize_cell(None) == ""
+    assert client.post("/api/export.csv", data="nope").status_code == 400
+
+
+def test_nothing_is_written_to_disk(client, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    big = encode(np.random.default_rng(0).integers(0, 255, (900, 900, 3), dtype=np.uint8), "PNG")  # > Werkzeug's 500 KB spool size
+    assert len(big) > 600_000
+    assert "p_fake" in _post(client, [("big.png", big)]).json["results"][0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_micro_batching_merges_concurrent_requests():
+    calls = []
+
+    def predict(batch):
+        calls.append(len(batch))
+        time.sleep(0.02)
+        return np.tile([[0.25, 0.75]], (len(batch), 1)) * (1 + 0 * batch[:, :1, 0, 0])
+
+    batcher = MicroBatcher(predict, max_batch=16, max_wait=0.05)
+    images = [np.full((4, 4, 3), i, np.float32) for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        rows = list(pool.map(lambda image: batcher.predict_many([image])[0], images))
+    batcher.close()
+    assert all(np.allclose(row, [0.25, 0.75]) for row in rows)
+    assert sum(calls) == 12 and len(calls) < 12  # several requests shared a forward pass
+    assert batcher.images == 12 and batcher.batches == len(calls)
+
+
+def test_micro_batching_returns_each_request_its_own_row():
+    batcher = MicroBatcher(lambda batch: batch[:, 0, 0, :2], max_batch=8, max_wait=0.02)
+    images = [np.full((2, 2, 3), i, np.float32) for i in range(20)]
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(pool.map(lambda image: batcher.predict_many([image])[0], images))
+    batcher.close()
+    assert [row[0] for row in rows] == list(range(20))
+
+
+# --------------------------------------------------------------------------- the page in a browser
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def live_server(service):
+    from waitress import create_server
+
+    server = create_server(create_app(service), host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM and CHROMEDRIVER):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium and chromium-driver (.ci/run does)")
+        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(argument)
+    options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads"), "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def _wait(predicate, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for the page")
+
+
+def test_the_page_in_headless_chromium(live_server, browser, tmp_path):
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    images = tmp_path / "upload"
+    images.mkdir()
+    first = images / "portrait.jpg"
+    first.write_bytes(encode(pattern(160, 140, seed=1), "JPEG"))
+    second = images / XSS_NAME
+    second.write_bytes(encode(pattern(120, 120, seed=2), "PNG"))
+
+    browser.get(live_server + "/")
+    _wait(lambda: "simple_cnn_nano" in browser.find_element(By.ID, "model-info").text)
+    browser.find_element(By.ID, "explain-toggle").click()
+    browser.find_element(By.ID, "file-input").send_keys(f"{first}\n{second}")
+    cards = _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 2 and browser.find_elements(By.CSS_SELECTOR, ".card"))
+    names = [card.find_element(By.CSS_SELECTOR, ".name").text for card in cards]
+    assert names == ["portrait.jpg", XSS_NAME]  # the name is shown as text ...
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert.text  # ... and its onerror never ran
+    assert not browser.find_elements(By.CSS_SELECTOR, ".name img")
+    for card in cards:
+        assert card.find_element(By.CSS_SELECTOR, ".verdict").text.split(" ")[0] in ("Real", "Fake")
+        meter = card.find_element(By.CSS_SELECTOR, "meter.confidence")
+        assert 0.0 <= float(meter.get_attribute("value")) <= 1.0
+        assert "real" in card.find_element(By.CSS_SELECTOR, ".p-real").text
+    toggle = cards[0].find_element(By.CSS_SELECTOR, ".gradcam-toggle")
+    thumbnail = cards[0].find_element(By.TAG_NAME, "img")
+    assert thumbnail.get_attribute("src").startswith("blob:")
+    toggle.click()
+    assert thumbnail.get_attribute("src").startswith("data:image/png;base64,") and toggle.text == "Show original"
+    browser.find_element(By.ID, "export-csv").click()
+    exported = _wait(lambda: [p for p in (tmp_path / "downloads").glob("*.csv")] if (tmp_path / "downloads").is_dir() else None)
+    rows = list(csv.DictReader(exported[0].open()))
+    assert [r["name"] for r in rows] == ["portrait.jpg", XSS_NAME]
+    artefacts = Path(os.environ.get("DEFAX_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+    artefacts.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(artefacts / "web_page.png"))
+    assert (artefacts / "web_page.png").stat().st_size > 10_000
+
+
+def test_the_page_shows_a_refused_upload(live_server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    browser.get(live_server + "/")
+    _wait(lambda: "simple_cnn_nano" in browser.find_element(By.ID, "model-info").text)
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\x89PNG" + os.urandom(MAX_REQUEST_BYTES + 1024))
+    browser.find_element(By.ID, "file-input").send_keys(str(big))
+    error = _wait(lambda: browser.find_element(By.ID, "error").text)
+    assert "too large" in error and "20 MB" in error
