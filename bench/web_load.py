@@ -17,8 +17,6 @@ import http.client
 import io
 import json
 import os
-import platform
-import resource
 import sys
 import tempfile
 import threading
@@ -28,10 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from common import markdown_table, peak_rss_mb, record
 
 
 def _images(count: int) -> list[bytes]:
@@ -106,23 +101,8 @@ def run_mode(model_path, batching: bool, clients: int, requests: int, max_second
         "p50_ms": 1000 * float(np.percentile(latencies, 50)),
         "p95_ms": 1000 * float(np.percentile(latencies, 95)),
         "mean_batch": runner.images / max(runner.batches, 1),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def machine() -> str:
-    import keras
-    import tensorflow as tf
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, TensorFlow {tf.__version__}, Keras {keras.__version__} ({keras.backend.backend()})"
 
 
 def main() -> int:
@@ -150,41 +130,26 @@ def main() -> int:
     rows = [run_mode(model_path, batching, args.clients, requests, args.max_seconds, images) for batching in (False, True)]
     direct, batched = rows
     speedup = batched["requests_per_s"] / direct["requests_per_s"]
-    lines = [
-        f"| mode | requests | errors | requests/s | p50 ms | p95 ms | images per model call | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['mode']} | {row['requests']} | {row['errors']} | {row['requests_per_s']:.1f} | {row['p50_ms']:.0f} | "
-            f"{row['p95_ms']:.0f} | {row['mean_batch']:.1f} | {row['peak_rss_mb']:.0f} |"
-        )
-    table = "\n".join(lines)
+    table = markdown_table(
+        ["mode", "requests", "errors", "requests/s", "p50 ms", "p95 ms", "images per model call", "peak RSS MB (process)"],
+        [
+            [r["mode"], r["requests"], r["errors"], f"{r['requests_per_s']:.1f}", f"{r['p50_ms']:.0f}", f"{r['p95_ms']:.0f}", f"{r['mean_batch']:.1f}", f"{r['peak_rss_mb']:.0f}"]
+            for r in rows
+        ],
+    )
     print(table)
     print(f"micro-batching / one call per request: {speedup:.2f}x requests/s")
     if args.write:
-        command = "python bench/web_load.py " + " ".join(sys.argv[1:])
-        section = (
-            f"## Web load test (`bench/web_load.py`)\n\n{time.strftime('%Y-%m-%d')}, {machine()}.\n"
-            f"Command: `{command.strip()}`; model {Path(model_path).name if args.model_path else 'defax_nano (random weights)'}, "
-            f"{args.clients} concurrent clients, one 128x128 JPEG per request, loopback.\n\n{table}\n\n"
-            f"Micro-batching gives **{speedup:.2f}x** the requests/s of one model call per request.\n"
+        model = Path(model_path).name if args.model_path else "defax_nano (random weights)"
+        record(
+            "Web load test (`bench/web_load.py`)",
+            f"Model {model}, {args.clients} concurrent clients, one 128x128 JPEG per request, loopback, "
+            f"{requests} requests per mode.\n\n{table}\n\nMicro-batching gives **{speedup:.2f}x** the requests/s "
+            "of one model call per request.",
+            "python bench/web_load.py " + " ".join(sys.argv[1:]),
         )
-        _record(section, "## Web load test")
     print(json.dumps({"benchmark": "web_load", "clients": args.clients, "speedup": round(speedup, 3), "modes": rows}))
     return 0
-
-
-def _record(section: str, heading: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmark results\n\nEach section is written by the benchmark named in its heading.\n"
-    if heading in text:
-        start = text.index(heading)
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -124,6 +124,7 @@ def cmd_train(args) -> int:
         "image_size": args.image_size,
         "weights": args.weights,
         "precision": args.precision,
+        "distribute": args.distribute,
         "seed": args.seed,
         "output": args.output,
     }
@@ -373,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=int)
     train.add_argument("--weights", help="imagenet, none, or a local KerasHub preset directory")
     train.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"))
+    train.add_argument(
+        "--distribute",
+        choices=("none", "mirrored", "multiworker", "data_parallel"),
+        help="data parallelism: mirrored (TensorFlow, every local GPU), multiworker (TensorFlow, TF_CONFIG), "
+        "data_parallel (JAX devices); --batch-size is the global batch",
+    )
     train.add_argument("--seed", type=int)
     train.add_argument("--output", "-o", help="run directory (default runs/<model>-<timestamp>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last completed epoch")

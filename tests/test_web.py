@@ -304,3 +304,16 @@ def test_the_page_shows_a_refused_upload(live_server, browser, tmp_path):
     browser.find_element(By.ID, "file-input").send_keys(str(big))
     error = _wait(lambda: browser.find_element(By.ID, "error").text)
     assert "too large" in error and "20 MB" in error
+
+
+def test_serve_binds_to_loopback_by_default_and_checks_its_arguments(model_path):
+    from defax_keras.cli import build_parser
+    from defax_keras.errors import DefaxError
+    from defax_keras.web.server import serve
+
+    args = build_parser().parse_args(["serve", "-m", str(model_path)])
+    assert (args.host, args.port, args.workers, args.max_files) == ("127.0.0.1", 8000, 8, 64)
+    with pytest.raises(DefaxError, match="--port must be between"):
+        serve(model_path, port=70000)
+    with pytest.raises(DefaxError, match="--workers must be positive"):
+        serve(model_path, workers=0)

@@ -35,6 +35,7 @@ DEFAULTS: dict = {
     "label_smoothing": 0.0,
     "precision": "float32",
     "jit_compile": "auto",
+    "distribute": "none",  # none | mirrored | multiworker (TensorFlow) | data_parallel (JAX)
     "seed": 1337,
     "monitor": "val_auc",
     "early_stopping_patience": 3,
@@ -149,6 +150,10 @@ def validate(config: dict) -> dict:
         raise DefaxError("'freeze_backbone_epochs' must be between 0 and 'epochs'")
     if config["precision"] not in PRECISIONS:
         raise DefaxError(f"unknown precision '{config['precision']}'; choices: {', '.join(PRECISIONS)}")
+    from defax_keras.training.distribute import DISTRIBUTIONS
+
+    if config["distribute"] not in DISTRIBUTIONS:
+        raise DefaxError(f"unknown distribute '{config['distribute']}'; choices: {', '.join(DISTRIBUTIONS)}")
     if config["jit_compile"] not in ("auto", True, False):
         raise DefaxError("'jit_compile' must be auto, true or false")
     if not 0 <= config["label_smoothing"] < 1:

@@ -10,6 +10,7 @@ optimizer state restored.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -149,6 +150,7 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
     import keras
 
     from defax_keras.training.callbacks import build_callbacks
+    from defax_keras.training.distribute import check_batch, distribution_scope
 
     run_dir = Path(run_dir or config.get("output") or default_run_dir(config["model"]))
     completed = prepare_run_dir(run_dir, resume)
@@ -157,7 +159,10 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config["precision"])
     created = not run_dir.exists()
+    scope = contextlib.ExitStack()  # the distribution covers building, compiling and fitting
     try:
+        replicas = scope.enter_context(distribution_scope(config["distribute"]))
+        check_batch(config["batch_size"], replicas)
         keras.utils.set_random_seed(config["seed"])
         model = _build(config)  # first: a bad model or weights option fails before data is scanned
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -222,8 +227,10 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
 
         if not (run_dir / "model.keras").is_file():  # the monitor never improved (e.g. NaN): keep the last model
             model.save(run_dir / "model.keras")
+        scope.close()
         _write_results(run_dir, config, source, monitor, completed)
         shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
         return run_dir
     finally:
+        scope.close()
         keras.config.set_dtype_policy(previous_policy)

@@ -1,0 +1,214 @@
+"""CPU inference: `defax_tiny` at 224 px, batch 32, in several configurations, against float32 `predict`.
+
+Each configuration runs in its own process (so its peak memory is its own and
+the Keras backend and dtype policy are fresh), side by side in one run:
+
+  float32        `model.predict`, the baseline
+  xla            `jit_compile=True`
+  bfloat16       Keras `mixed_bfloat16` policy (float32 weights, bfloat16 compute, float32 softmax)
+  bfloat16_xla   both
+  onednn_amp     float32 model, oneDNN's automatic bfloat16 graph rewrite
+  saved_model    the exported SavedModel's `predict_pixels` signature
+  jax            the JAX backend (XLA-compiled `predict`)
+
+The same run measures this machine's float32 and bfloat16 matrix-multiply
+peak (GFLOP/s) and reports each configuration's achieved GFLOP/s as a
+fraction of the peak of its compute type. Correctness: each configuration
+also runs a trained model (the demo run's `defax_nano`, `--agreement-model`)
+on the demo test set; its labels must agree with float32 on >= 99.5% of
+images. The last line is one JSON object with `best_config` and
+`best_speedup` (the best correct configuration's images/s over float32's).
+
+    python bench/inference.py --quick [--write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from common import ROOT, markdown_table, peak_rss_mb, rate, record
+
+CONFIGS = ("float32", "xla", "bfloat16", "bfloat16_xla", "onednn_amp", "saved_model", "jax")
+BATCH = 32
+AGREEMENT_GOAL = 0.995
+
+
+def _matmul_peak(dtype: str, n: int = 2048) -> float:
+    import tensorflow as tf
+
+    a = tf.random.uniform((n, n), dtype=tf.float32)
+    b = tf.random.uniform((n, n), dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(b, dtype)
+    matmul = tf.function(lambda: tf.matmul(a, b))
+    return 2 * n**3 * rate(lambda: matmul().numpy(), 1, min_calls=5, min_seconds=2.0) / 1e9
+
+
+def _model_flops(model, size: int) -> float:
+    """Floating-point operations per image, counted by TensorFlow's profiler on the traced graph."""
+    import tensorflow as tf
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))
+    options = option_builder.ProfileOptionBuilder.float_operation()
+    options["output"] = "none"
+    return float(model_analyzer.profile(function.graph, options=options).total_float_ops)
+
+
+def _demo_test_pixels(size: int):
+    from defax_keras.data import load_source, make_dataset
+    from defax_keras.data.demo import demo_dataset
+
+    dataset = make_dataset(load_source(demo_dataset()), "test", image_size=size, batch_size=64)
+    return np.concatenate([images for images, _ in dataset.as_numpy_iterator()])
+
+
+def worker(config: str, timed_batches: int, agreement_model: str | None) -> dict:
+    """One configuration, in this process: images/s of defax_tiny, P(fake) of the trained model on the demo test set."""
+    import keras
+
+    from defax_keras.evaluation.evaluate import load_model
+    from defax_keras.models import build_model
+
+    policy = "mixed_bfloat16" if config.startswith("bfloat16") else None
+    if config == "onednn_amp":
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+
+    def prepare(model):
+        """The model as this configuration runs it: a `predict(pixels)` function."""
+        if config in ("xla", "bfloat16_xla"):
+            model.jit_compile = True
+        if config == "saved_model":
+            import tensorflow as tf
+
+            from defax_keras.export import export_saved_model
+
+            scratch = tempfile.mkdtemp()
+            loaded = tf.saved_model.load(str(export_saved_model(model, scratch)))
+            signature = loaded.signatures["predict_pixels"]
+            return lambda x: signature(pixels=tf.constant(x))["probabilities"].numpy()
+        return lambda x: model.predict(x, batch_size=BATCH, verbose=0)
+
+    keras.utils.set_random_seed(0)
+    model = build_model("defax_tiny", weights="none", dtype=policy)
+    pixels = np.random.default_rng(0).uniform(0, 255, (BATCH, 224, 224, 3)).astype(np.float32)
+    predict = prepare(model)
+    started = time.perf_counter()
+    predict(pixels)
+    first_call = time.perf_counter() - started
+    images_per_second = rate(lambda: predict(pixels), BATCH, min_calls=timed_batches, min_seconds=0)
+    result = {"config": config, "images_per_s": images_per_second, "first_call_s": first_call, "peak_rss_mb": peak_rss_mb()}
+    if config == "float32":
+        result["flops_per_image"] = _model_flops(model, 224)
+        result["peak_gflops"] = {"float32": _matmul_peak("float32"), "bfloat16": _matmul_peak("bfloat16")}
+    if agreement_model:
+        trained = load_model(agreement_model)
+        if policy:
+            low_precision = build_model(trained.name, weights="none", dtype=policy, image_size=trained.image_size)
+            low_precision.set_weights(trained.get_weights())
+            trained = low_precision
+        result["p_fake_demo"] = np.asarray(prepare(trained)(_demo_test_pixels(trained.image_size)))[:, 1].astype(float).tolist()
+    return result
+
+
+def _run_worker(config: str, timed_batches: int, agreement_model: str | None) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": "jax" if config == "jax" else "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = [sys.executable, __file__, "--worker", config, "--timed-batches", str(timed_batches)]
+    if agreement_model:
+        command += ["--agreement-model", agreement_model]
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    if result.returncode != 0:
+        return {"config": config, "error": result.stderr.strip().splitlines()[-1][:200] if result.stderr.strip() else f"exit {result.returncode}"}
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report["wall_s"] = time.perf_counter() - started
+    return report
+
+
+def _default_agreement_model() -> str | None:
+    runs = sorted(glob.glob(str(ROOT / "runs" / "defax_nano-*" / "model.keras")), key=os.path.getmtime)
+    return runs[-1] if runs else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
+    parser.add_argument("--timed-batches", type=int, default=6)
+    parser.add_argument("--quick", action="store_true", help="2 timed batches per configuration")
+    parser.add_argument("--agreement-model", default=None, help="trained .keras model for the label agreement (default: newest runs/defax_nano-*)")
+    parser.add_argument("--write", action="store_true", help="record the table in bench/RESULTS.md")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.timed_batches, args.agreement_model)))
+        return 0
+    timed = 2 if args.quick else args.timed_batches
+    agreement_model = args.agreement_model or _default_agreement_model()
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    if "float32" not in configs:
+        configs.insert(0, "float32")
+    reports = {config: _run_worker(config, timed, agreement_model) for config in configs}
+    base = reports["float32"]
+    if "error" in base:
+        print(f"float32 baseline failed: {base['error']}", file=sys.stderr)
+        return 1
+    flops, peaks = base["flops_per_image"], base["peak_gflops"]
+    reference_p = np.asarray(base.get("p_fake_demo", []))
+    rows, best = [], ("float32", 1.0)
+    for config, report in reports.items():
+        if "error" in report:
+            rows.append([config, "failed", "", "", "", "", "", report["error"]])
+            continue
+        speedup = report["images_per_s"] / base["images_per_s"]
+        gflops = report["images_per_s"] * flops / 1e9
+        peak = peaks["bfloat16" if "bfloat16" in config or config == "onednn_amp" else "float32"]
+        agreement, delta = None, None
+        if reference_p.size and "p_fake_demo" in report:
+            p = np.asarray(report["p_fake_demo"])
+            agreement = float(np.mean((p >= 0.5) == (reference_p >= 0.5)))
+            delta = float(np.mean(np.abs(p - reference_p)))
+        correct = agreement is None or agreement >= AGREEMENT_GOAL
+        report.update(speedup=speedup, gflops=gflops, fraction_of_peak=gflops / peak, agreement=agreement, mean_abs_delta=delta, correct=correct)
+        if correct and agreement is not None and speedup > best[1]:
+            best = (config, speedup)
+        rows.append(
+            [
+                config,
+                f"{report['images_per_s']:.1f}",
+                f"{speedup:.2f}x",
+                f"{gflops:.0f} ({100 * gflops / peak:.0f}% of {'bf16' if peak == peaks['bfloat16'] else 'f32'} peak)",
+                "n/a" if agreement is None else f"{100 * agreement:.2f}%",
+                "n/a" if delta is None else f"{delta:.2g}",
+                f"{report['peak_rss_mb']:.0f}",
+                f"first call {report['first_call_s']:.0f} s",
+            ]
+        )
+    table = markdown_table(["configuration", "images/s", "vs float32", "GFLOP/s", "label agreement", "mean abs dP(fake)", "peak RSS MB", "notes"], rows)
+    summary = (
+        f"defax_tiny: {flops / 1e9:.1f} GFLOPs per 224x224 image (TensorFlow profiler). Matrix-multiply peak on this "
+        f"machine: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s. Agreement: labels of "
+        f"{Path(agreement_model).parent.name + '/' + Path(agreement_model).name if agreement_model else 'no trained model'} "
+        f"on the demo test set against float32 (goal >= {100 * AGREEMENT_GOAL:.1f}%). Best correct configuration: "
+        f"**{best[0]}**, {best[1]:.2f}x float32 predict (goal >= 3x: {'met' if best[1] >= 3 else 'NOT met'})."
+    )
+    print(table)
+    print(summary)
+    if args.write:
+        record("Inference (`bench/inference.py`)", f"Batch {BATCH}, {timed} timed batches per configuration.\n\n{table}\n\n{summary}", "python bench/inference.py " + " ".join(sys.argv[1:]))
+    compact = {c: {k: v for k, v in r.items() if k != "p_fake_demo"} for c, r in reports.items()}
+    print(json.dumps({"benchmark": "inference", "best_config": best[0], "best_speedup": round(best[1], 3), "configs": compact}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
