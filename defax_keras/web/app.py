@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from defax_keras import __version__
 from defax_keras.data.files import ImageFileError, decode_image_bytes
-from defax_keras.web.batcher import DirectPredictor, MicroBatcher
+from defax_keras.web.batcher import DirectPredictor, MicroBatcher, bucket_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ class DetectorService:
         self.predictor = predictor
         self.image_size = predictor.image_size
         self.name = getattr(getattr(predictor, "model", None), "name", None) or predictor.name
-        warm = np.zeros((1, self.image_size, self.image_size, 3), np.float32)
-        predictor.predict(warm)  # the first call builds the graph; do it before the port opens
-        self.runner = MicroBatcher(predictor.predict, max_batch, max_wait) if batching else DirectPredictor(predictor.predict)
+        for size in bucket_sizes(max_batch):  # trace every batch shape before the port opens
+            predictor.predict(np.zeros((size, self.image_size, self.image_size, 3), np.float32))
+        self.runner = MicroBatcher(predictor.predict, max_batch, max_wait) if batching else DirectPredictor(predictor.predict, max_batch)
         self._explain_lock = threading.Lock()
         self._explainer = None
 

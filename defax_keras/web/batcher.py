@@ -17,6 +17,35 @@ from concurrent.futures import Future
 import numpy as np
 
 
+def bucket_sizes(max_batch: int) -> list[int]:
+    """Batch sizes the model is ever called with: powers of two up to `max_batch` (and `max_batch`)."""
+    sizes, size = [], 1
+    while size < max_batch:
+        sizes.append(size)
+        size *= 2
+    return sizes + [max_batch]
+
+
+def padded_predict(predict, images, max_batch: int) -> np.ndarray:
+    """`predict` on `images` in chunks padded to a bucket size.
+
+    A traced model function is specialised to its input shape: calling it with
+    every batch size from 1 to 32 would trace it 32 times (seconds each), so
+    batches are padded with zeros to the next power of two, a handful of
+    shapes that the server traces once, before it opens its port.
+    """
+    images = np.asarray(images, np.float32)
+    sizes = bucket_sizes(max_batch)
+    outputs = []
+    for start in range(0, len(images), max_batch):
+        chunk = images[start : start + max_batch]
+        size = next(s for s in sizes if s >= len(chunk))
+        if size > len(chunk):
+            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+        outputs.append(np.asarray(predict(chunk))[: min(max_batch, len(images) - start)])
+    return np.concatenate(outputs)
+
+
 class MicroBatcher:
     """`submit(pixels) -> Future` of the `[2]` probabilities; `predict_many` for a request's images."""
 
@@ -66,7 +95,7 @@ class MicroBatcher:
             if not items:
                 return
             try:
-                probabilities = np.asarray(self._predict(np.stack([pixels for pixels, _ in items])))
+                probabilities = padded_predict(self._predict, np.stack([pixels for pixels, _ in items]), self.max_batch)
             except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it
                 for _, future in items:
                     future.set_exception(exc)
@@ -85,15 +114,16 @@ class MicroBatcher:
 class DirectPredictor:
     """The same interface without batching: one model call per request (the baseline the load test compares)."""
 
-    def __init__(self, predict):
+    def __init__(self, predict, max_batch: int = 32):
         self._predict = predict
+        self.max_batch = max_batch
         self._lock = threading.Lock()
         self.batches = 0
         self.images = 0
 
     def predict_many(self, images) -> list[np.ndarray]:
         with self._lock:
-            probabilities = np.asarray(self._predict(np.stack(images)))
+            probabilities = padded_predict(self._predict, np.stack(images), self.max_batch)
         self.batches += 1
         self.images += len(images)
         return list(probabilities)
