@@ -41,9 +41,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def rate(function, items_per_call: int, min_calls: int = 3, min_seconds: float = 2.0) -> float:
-    """Items per second of `function()` in steady state (after one untimed call)."""
-    function()
+def rate(function, items_per_call: int, min_calls: int = 3, min_seconds: float = 2.0, warmup: bool = True) -> float:
+    """Items per second of `function()` in steady state (after one untimed call unless `warmup=False`)."""
+    if warmup:
+        function()
     calls, started = 0, time.perf_counter()
     while calls < min_calls or time.perf_counter() - started < min_seconds:
         function()

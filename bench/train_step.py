@@ -44,7 +44,7 @@ def worker(config: str, batch: int, timed_steps: int) -> dict:
     started = time.perf_counter()
     loss = model.train_on_batch(pixels, labels)
     first_step = time.perf_counter() - started
-    images_per_second = rate(lambda: model.train_on_batch(pixels, labels), batch, min_calls=timed_steps, min_seconds=0)
+    images_per_second = rate(lambda: model.train_on_batch(pixels, labels), batch, min_calls=timed_steps, min_seconds=0, warmup=False)
     return {"config": config, "batch": batch, "images_per_s": images_per_second, "first_step_s": first_step, "loss": float(np.ravel(loss)[0]), "peak_rss_mb": peak_rss_mb()}
 
 
