@@ -106,3 +106,27 @@ def run_on_backend(backend: str, script: str, *args: str, timeout: int = 600):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def interrupt_after_first_epoch(args, output, env=None, timeout: float = 400) -> int:
+    """Start `defax *args`, SIGKILL it once its backup records a finished epoch; return that epoch count."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "defax_keras.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    metadata = Path(output) / "backup" / "training_metadata.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if metadata.is_file() and json.loads(metadata.read_text() or '{"epoch": 0}')["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be interrupted:\n" + process.stdout.read()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return json.loads(metadata.read_text())["epoch"]

@@ -1,16 +1,13 @@
 """Multi-device training on 2 CPU devices: same loss trajectory as 1 device with the same global batch; resume still works."""
 
 import csv
-import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
-from helpers import run_on_backend
+from helpers import interrupt_after_first_epoch, run_on_backend
 
 from defax_keras.errors import DefaxError
 from defax_keras.training.config import resolve_config
@@ -84,17 +81,7 @@ def test_resume_after_sigkill_on_two_jax_devices(tiny_demo, tmp_path):
     args = ["train", "--model", "simple_cnn_nano", "--data", str(tiny_demo), "--epochs", "4", "--batch-size", "8", "--image-size", "48",
             "--distribute", "data_parallel", "--output", str(output), "--set=tensorboard=false", "--set=early_stopping_patience=0"]
     env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    process = subprocess.Popen([sys.executable, "-m", "defax_keras.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    metadata = output / "backup" / "training_metadata.json"
-    deadline = time.time() + 400
-    while time.time() < deadline and process.poll() is None:
-        if metadata.is_file() and json.loads(metadata.read_text() or '{"epoch": 0}')["epoch"] >= 1:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "training ended before it could be interrupted:\n" + process.stdout.read()
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    completed = json.loads(metadata.read_text())["epoch"]
+    completed = interrupt_after_first_epoch(args, output, env)
     result = subprocess.run([sys.executable, "-m", "defax_keras.cli", *args, "--resume"], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Epoch {completed + 1}/4" in result.stdout and "Epoch 1/" not in result.stdout

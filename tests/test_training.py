@@ -5,7 +5,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import interrupt_after_first_epoch
 from sklearn import metrics as skm
 
 from defax_keras.errors import DefaxError
@@ -196,17 +196,7 @@ def test_resume_after_sigkill_continues_with_the_optimizer_state(tiny_demo, tmp_
     epochs = 6
     args = ["train", "--model", "defax_nano", "--data", str(tiny_demo), "--epochs", str(epochs), "--output", str(output)]
     args += [f"--set={item}" for item in [*FAST, "tensorboard=false", "early_stopping_patience=0"]]
-    process = subprocess.Popen([sys.executable, "-m", "defax_keras.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metadata = output / "backup" / "training_metadata.json"
-    deadline = time.time() + 400
-    while time.time() < deadline and process.poll() is None:
-        if metadata.is_file() and json.loads(metadata.read_text() or '{"epoch": 0}')["epoch"] >= 1:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "training ended before it could be interrupted:\n" + process.stdout.read()
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    completed = json.loads(metadata.read_text())["epoch"]
+    completed = interrupt_after_first_epoch(args, output)
     assert 1 <= completed < epochs
 
     result = _defax(*args, "--resume")

@@ -105,7 +105,8 @@ class Explainer:
         self.backend = keras.backend.backend()
         self._models = {}
 
-    def _explain_model(self, target: str, offset: bool):
+    def explain_model(self, target: str, offset: bool = False):
+        """The flat explain model at `target`, built once per Explainer."""
         key = (target, offset)
         if key not in self._models:
             self._models[key] = build_explain_model(self.model, target, offset=offset)
@@ -139,9 +140,9 @@ class Explainer:
                     self._models["attention"] = attention_model(self.model)
                 outputs.append(np.asarray(self._models["attention"](chunk, training=False)))
             elif method == "gradcam" and self.backend != "tensorflow":
-                outputs.append(keras_grad_cam(self._explain_model(target, True), chunk, chunk_classes))
+                outputs.append(keras_grad_cam(self.explain_model(target, True), chunk, chunk_classes))
             else:
-                maps = _quietly(tf_keras_vis_cam, method, self._explain_model(target, False), chunk, chunk_classes, self.score_cam_maps)
+                maps = _quietly(tf_keras_vis_cam, method, self.explain_model(target, False), chunk, chunk_classes, self.score_cam_maps)
                 outputs.append(maps)
         return np.concatenate(outputs).astype(np.float32)
 
@@ -295,7 +296,7 @@ def _top_superpixels(weights, top_k: int = TOP_SUPERPIXELS) -> np.ndarray:
 def _faithfulness(explainer, model, pixels, classes, heats, output: Path, seed: int, baseline: str) -> dict:
     size = model.image_size
     targets = explain_targets(model)
-    grid = tuple(build_explain_model(model, targets[0]).get_layer("feature_map").output.shape[1:3]) if targets else (7, 7)
+    grid = tuple(explainer.explain_model(targets[0]).get_layer("feature_map").output.shape[1:3]) if targets else (7, 7)
     maps = dict(heats)
     maps["random"] = np.stack([faith.random_map(grid, size, seed + i) for i in range(len(pixels))])
     per_method = {
