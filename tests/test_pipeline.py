@@ -10,9 +10,11 @@ from PIL import Image
 from defax_keras.data.augment import (
     Augmentation,
     adjust_brightness_contrast,
+    augment_batch,
     random_crop_window,
-    rotate_batch,
     sample_params,
+    warp_crop,
+    warp_transform,
 )
 from defax_keras.data.pipeline import make_dataset
 from defax_keras.data.sources import load_source
@@ -198,10 +200,66 @@ def test_disabled_parts_draw_identity():
     np.testing.assert_allclose(params.numpy(), [0, 0, 1, 1])
 
 
-def test_rotation_matches_numpy_rot90():
-    image = pattern(9, 9, seed=2).astype(np.float32)[None]
-    rotated = rotate_batch(tf.constant(image), tf.constant([math.pi / 2]), "constant").numpy()[0]
-    np.testing.assert_allclose(rotated, np.rot90(image[0], k=1), atol=1e-3)
+def warp(crop, size, flip=0.0, angle=0.0, fill_mode="reflect"):
+    params = tf.constant([flip, angle, 1.0, 1.0], tf.float32)
+    return warp_crop(tf.constant(crop), size, params, Augmentation(fill_mode=fill_mode)).numpy()
+
+
+def resized(crop, size, antialias=False):
+    return tf.image.resize(crop.astype(np.float32), (size, size), antialias=antialias).numpy()
+
+
+@pytest.mark.parametrize("fill_mode", ["reflect", "constant"])
+def test_warp_identity_flip_and_rotation_match_numpy(fill_mode):
+    crop = pattern(9, 9, seed=2)
+    np.testing.assert_allclose(warp(crop, 9, fill_mode=fill_mode), crop, atol=1e-3)
+    np.testing.assert_allclose(warp(crop, 9, flip=1.0, fill_mode=fill_mode), crop[:, ::-1], atol=1e-3)
+    np.testing.assert_allclose(warp(crop, 9, angle=math.pi / 2, fill_mode=fill_mode), np.rot90(crop, k=1), atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(20, 20), (10, 12), (12, 9)])
+def test_warp_resizes_like_tf_image_resize_including_edges(shape):
+    """Down- and upscaling in the warp equals bilinear `tf.image.resize` (half-pixel centres, clamped edges)."""
+    crop = pattern(*shape, seed=3)
+    np.testing.assert_allclose(warp(crop, 16), resized(crop, 16), atol=1e-3)
+
+
+def test_warp_prefilters_large_downscales_with_antialiasing():
+    crop = pattern(64, 64, seed=4)
+    np.testing.assert_allclose(warp(crop, 16), np.clip(resized(crop, 16, antialias=True), 0, 255), atol=1e-3)
+
+
+def test_warp_applies_resize_then_flip_then_rotation():
+    """A quarter turn maps pixel centres onto pixel centres, so the one-pass warp of a
+    non-square crop equals resizing, mirroring and rotating one after the other."""
+    crop = pattern(9, 10, seed=5)  # 10 x 9: under ANTIALIAS_ABOVE x 8, so no prefilter
+    expected = np.rot90(resized(crop, 8)[:, ::-1], k=1)
+    np.testing.assert_allclose(warp(crop, 8, flip=1.0, angle=math.pi / 2), expected, atol=1e-3)
+
+
+@pytest.mark.parametrize("flip", [0.0, 1.0])
+def test_two_pass_warp_matches_projective_transform(flip):
+    """The shear-based warp against TensorFlow's one-pass bilinear transform of the
+    symmetrically padded crop (reflect fill): a 10 degree turn, a mild downscale,
+    on a photo-like crop (smooth colour field plus sensor-like noise)."""
+    from scipy.ndimage import zoom
+
+    rng = np.random.default_rng(6)
+    crop = np.clip(zoom(rng.uniform(0, 255, (6, 6, 3)), (58 / 6, 60 / 6, 1), order=1) + rng.normal(0, 5, (58, 60, 3)), 0, 255).astype(np.uint8)
+    margin = 20
+    padded = np.pad(crop, [(margin, margin), (margin, margin), (0, 0)], mode="symmetric").astype(np.float32)
+    transform = warp_transform(58, 60, 52, flip, math.radians(10)).numpy() + margin * np.array([0, 0, 1, 0, 0, 1, 0, 0], np.float32)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=padded[None], transforms=transform[None], output_shape=[52, 52], fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT"
+    ).numpy()[0]
+    difference = np.abs(warp(crop, 52, flip=flip, angle=math.radians(10)) - np.clip(expected, 0, 255))
+    assert difference.mean() < 0.5 and difference.max() < 4
+
+
+def test_warp_reflects_rotated_corners():
+    crop = np.full((16, 16, 3), 200, np.uint8)
+    assert warp(crop, 16, angle=math.radians(45), fill_mode="reflect").min() > 199
+    assert warp(crop, 16, angle=math.radians(45), fill_mode="constant").min() < 100
 
 
 def test_brightness_contrast_matches_torchvision_formula():
@@ -210,11 +268,14 @@ def test_brightness_contrast_matches_torchvision_formula():
     brightness = np.array([0.8, 1.2], np.float32)
     contrast = np.array([1.2, 0.8], np.float32)
     out = adjust_brightness_contrast(tf.constant(images), tf.constant(brightness), tf.constant(contrast)).numpy()
+    params = tf.constant(np.stack([np.zeros(2), np.zeros(2), brightness, contrast], axis=1), tf.float32)
+    fused = augment_batch(tf.constant(images), params, Augmentation()).numpy()  # the XLA-compiled jitter
     bright = np.clip(images * brightness[:, None, None, None], 0, 255)
     grey = bright @ np.array([0.299, 0.587, 0.114], np.float32)
     mean = grey.mean(axis=(1, 2))[:, None, None, None]
     expected = np.clip((bright - mean) * contrast[:, None, None, None] + mean, 0, 255)
     np.testing.assert_allclose(out, expected, atol=1e-3)
+    np.testing.assert_allclose(fused, expected, atol=1e-3)
 
 
 def test_augmented_batches_differ_from_eval_but_stay_valid(split_data):

@@ -7,7 +7,8 @@ feeds TensorFlow, JAX and PyTorch models.
 
 Why it is fast: file order is shuffled before anything is read, JPEGs are
 decoded only inside their crop window (`decode_and_crop_jpeg`), decoding runs
-in parallel, and the costly augmentation (rotation, colour) runs once per batch.
+in parallel, resize, flip and rotation are one bilinear pass per image, and the
+colour jitter runs once per batch.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from defax_keras.data.augment import (
     Augmentation,
     augment_batch,
     central_crop_window,
-    flip_image,
     random_crop_window,
     resize,
     sample_params,
+    warp_crop,
 )
 from defax_keras.data.formats import decode_with_pil
 from defax_keras.data.manifest import split_from_name
@@ -240,8 +241,7 @@ def make_dataset(
             crop_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, num=2))
             params = sample_params(param_seed, augmentation)
             image = decode_cropped(read(item), kind, lambda shape: random_crop_window(shape, crop_seed, augmentation))
-            image = flip_image(resize(image, image_size), params[0])
-            return image, label, params
+            return warp_crop(image, image_size, params, augmentation), label, params
 
     dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if shuffle:  # ordered passes were verified above and keep their known length
