@@ -239,10 +239,21 @@ def cmd_explain(args) -> int:
 
 def cmd_export(args) -> int:
     from defax_keras.evaluation.evaluate import load_model
-    from defax_keras.export.convert import export
+    from defax_keras.export.convert import check_export_options, export
 
+    check_export_options(args.format, args.quantize, args.calibration, args.calibration_images)
     model = load_model(args.model_path)
-    for path in export(model, args.output, args.format, version=args.version, threshold=args.threshold):
+    exported = export(
+        model,
+        args.output,
+        args.format,
+        version=args.version,
+        threshold=args.threshold,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        calibration_images=args.calibration_images,
+    )
+    for path in exported:
         print(f"Exported {path}")
     return 0
 
@@ -460,15 +471,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=int, help="SavedModel version number (default: next free)")
     export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite", "onnx"), help="default saved_model")
     export.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which label is 'fake' (default 0.5)")
+    export.add_argument(
+        "--quantize", choices=("none", "int8"), default="none",
+        help="onnx only: also write <name>.int8.onnx, static int8 calibrated on --calibration (default none)",
+    )
+    export.add_argument("--calibration", metavar="DATA", help="dataset path, CSV manifest or 'demo' whose train images calibrate int8")
+    export.add_argument("--calibration-images", type=int, default=128, metavar="N", help="calibration (and held-out check) images (default 128)")
     export.set_defaults(func=cmd_export)
 
     predict = commands.add_parser(
         "predict",
         help="verdicts for image files and folders",
-        description="Classify images with a .keras model or an exported SavedModel. Results (path, label, p_real, "
+        description="Classify images with a .keras model, an exported SavedModel or an ONNX file. Results (path, label, p_real, "
         "p_fake; error for unreadable files) go to stdout or --output; progress and logs go to stderr.",
     )
-    _model_argument(predict, f"{MODEL_HELP}, or a SavedModel export (version folder or export base)")
+    _model_argument(predict, f"{MODEL_HELP}, a SavedModel export (version folder or export base) or an .onnx file")
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (walked recursively)")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--format", default="table", choices=("table", "csv", "json"), help="default table")
@@ -484,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
         "GET /api/info, /healthz) with waitress. The model is loaded and warmed up before the port opens; "
         "concurrent requests are micro-batched onto it.",
     )
-    _model_argument(serve, f"{MODEL_HELP}, or a SavedModel export")
+    _model_argument(serve, f"{MODEL_HELP}, a SavedModel export or an .onnx file")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
     serve.add_argument("--workers", type=int, default=8, help="request threads (default 8); the model runs on one batching thread")

@@ -272,3 +272,77 @@ def test_export_command_writes_versions_and_reports_parity(cnn, tmp_path):
         assert "max |P(fake) - Keras|" in result.stderr
     result = subprocess.run([sys.executable, "-m", "defax_keras.cli", "export", "-m", str(path), "-o", str(tmp_path / "base"), "--version", "1"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"defax: error: {tmp_path / 'base' / '1'} already exists; TF Serving versions are immutable: choose another --version"]
+
+
+# --------------------------------------------------------------------------- ONNX int8 and .onnx models
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "defax_keras.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_onnx_int8_export_is_calibrated_checked_and_served_by_predict(cnn, mixed_folder, tmp_path):
+    """`--quantize int8` writes a QDQ int8 file next to the float32 one, reports its agreement on held-out
+    demo images, and `defax predict` runs both files through ONNX Runtime."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    path, model = cnn
+    out = tmp_path / "onnx"
+    result = _cli("export", "-m", str(path), "-o", str(out), "--format", "onnx", "--quantize", "int8", "--calibration", "demo", "--calibration-images", "32")
+    assert result.returncode == 0, result.stderr[-2000:]
+    float_file, int8_file = out / "simple_cnn_nano.onnx", out / "simple_cnn_nano.int8.onnx"
+    assert result.stdout.splitlines() == [f"Exported {float_file}", f"Exported {int8_file}"]
+    assert "simple_cnn_nano.int8.onnx: labels agree with float32 on" in result.stderr and "of 32 held-out images" in result.stderr
+    ops = {node.op_type for node in onnx.load(str(int8_file)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # int8 activations and weights around the convolutions
+
+    good = [str(mixed_folder / name) for name in ("a.jpg", "b.png", "nested/d.tiff")]
+    expected = _python_p_fake(model, good)
+    for file, tolerance in ((float_file, 1e-4), (int8_file, 0.05)):
+        predictor = load_predictor(file)
+        assert predictor.image_size == 112
+        rows = predict_files(predictor, [*good, str(mixed_folder / "truncated.jpg")], batch_size=2)
+        np.testing.assert_allclose([r["p_fake"] for r in rows[:3]], expected, atol=tolerance)
+        assert "error" in rows[3]
+
+    # `defax serve` takes the .onnx file too (verdicts without Grad-CAM, which needs the Keras model)
+    from defax_keras.web.app import create_app
+    from defax_keras.web.server import build_service
+
+    service = build_service(int8_file, batching=False, max_batch=4)
+    try:
+        client = create_app(service).test_client()
+        assert client.get("/api/info").json["explain"] == []
+        data = {"files": [(io.BytesIO(Path(good[0]).read_bytes()), "a.jpg")]}
+        (row,) = client.post("/api/predict", data=data, content_type="multipart/form-data").json["results"]
+        assert row["p_fake"] == pytest.approx(expected[0], abs=0.05)
+    finally:
+        service.close()
+
+
+def test_onnx_options_and_bad_onnx_files_give_one_line_errors(cnn, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    path, _ = cnn
+    other = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Relu", ["x"], ["y"])],
+            "other",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        )
+    )
+    onnx.save(other, tmp_path / "other.onnx")
+    write(tmp_path / "broken.onnx", b"not a protobuf at all")
+    write_image(tmp_path / "images" / "a.png", "PNG", seed=1)
+    for args, message in [
+        (["export", "-m", str(path), "-o", str(tmp_path), "--quantize", "int8", "--calibration", "demo"], "--quantize int8 applies to --format onnx"),
+        (["export", "-m", str(path), "-o", str(tmp_path), "--format", "onnx", "--quantize", "int8"], "--quantize int8 needs --calibration DATA"),
+        (["predict", "-m", str(tmp_path / "other.onnx"), str(tmp_path / "images")], "is not a DeFaX ONNX export"),
+        (["predict", "-m", str(tmp_path / "broken.onnx"), str(tmp_path / "images")], "is not a readable ONNX model"),
+    ]:
+        result = _cli(*args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], result.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from defax_keras.errors import DefaxError
+from defax_keras.export.predict import OnnxPredictor
 from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model
 
 logger = logging.getLogger(__name__)
@@ -194,9 +195,7 @@ def export_onnx(model, output, pixels) -> list[tuple[Path, float]]:
         path.unlink()
         raise DefaxError(f"ONNX cannot represent {model.name}: tf2onnx left TensorFlow ops it cannot translate: {', '.join(foreign)}")
     _rename_onnx_tensors(path, names)
-    session = onnxruntime.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    (p_fake,) = session.run(["p_fake"], {"pixels": pixels})
-    return [(path, float(np.abs(np.asarray(p_fake).reshape(-1) - expected).max()))]
+    return [(path, float(np.abs(OnnxPredictor(path).predict(pixels)[:, 1] - expected).max()))]
 
 
 def _rename_onnx_tensors(path, names: dict[str, str]) -> None:
@@ -251,10 +250,39 @@ def saved_model_difference(path, model, pixels) -> float:
     return float(np.abs(served["p_fake"].numpy() - _keras_p_fake(model, decoded)).max())
 
 
-def export(model, output, fmt: str = "saved_model", version: int | None = None, threshold: float = 0.5) -> list[Path]:
-    """Write `model` in `fmt` under `output`; logs each file's parity with the Keras model."""
+def check_export_options(fmt: str, quantize: str | None = None, calibration=None, calibration_images: int = 128) -> None:
+    """One-line errors for option combinations `export` cannot honour (before any model is loaded)."""
     if fmt not in FORMATS:
         raise DefaxError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
+    if quantize not in (None, "none", "int8"):
+        raise DefaxError(f"unknown quantization {quantize!r}; choose none or int8")
+    if quantize == "int8" and fmt != "onnx":
+        raise DefaxError(f"--quantize int8 applies to --format onnx (TFLite's int8 file is always written); got --format {fmt}")
+    if quantize == "int8" and calibration is None:
+        raise DefaxError("--quantize int8 needs --calibration DATA (a dataset path, CSV manifest or 'demo') to measure activation ranges")
+    if calibration_images < 1:
+        raise DefaxError(f"--calibration-images must be positive, got {calibration_images}")
+
+
+def export(
+    model,
+    output,
+    fmt: str = "saved_model",
+    version: int | None = None,
+    threshold: float = 0.5,
+    quantize: str | None = None,
+    calibration=None,
+    calibration_images: int = 128,
+) -> list[Path]:
+    """Write `model` in `fmt` under `output`; logs each file's parity with the Keras model.
+
+    `quantize="int8"` (ONNX only) also writes `<name>.int8.onnx`, calibrated
+    on `calibration_images` train (else valid) images of the dataset
+    `calibration` and compared with the float32 file on as many images of
+    another split (test, else valid).
+    """
+    check_export_options(fmt, quantize, calibration, calibration_images)
+    quantize = None if quantize == "none" else quantize
     pixels = check_pixels(model.image_size)
     if fmt == "saved_model":
         path = export_saved_model(model, output, version=version, threshold=threshold)
@@ -262,9 +290,39 @@ def export(model, output, fmt: str = "saved_model", version: int | None = None, 
     else:
         Path(output).mkdir(parents=True, exist_ok=True)
         results = (export_tflite if fmt == "tflite" else export_onnx)(model, output, pixels)
+    if quantize:
+        results.append(_quantized_onnx(results[0][0], model, calibration, calibration_images))
     for path, difference in results:
         if difference is None:
             logger.warning("%s: not checked (it needs the Flex delegate, which this Python runtime lacks)", path)
         else:
             logger.info("%s: max |P(fake) - Keras| = %.2g on %d check images", path, difference, len(pixels))
     return [path for path, _ in results]
+
+
+def _quantized_onnx(path, model, calibration, count: int) -> tuple[Path, float]:
+    """The int8 file and its max |dP(fake)| vs Keras on the check images; logs its agreement with float32 on held-out images."""
+    from defax_keras.data import load_source
+    from defax_keras.export.quantize import AGREEMENT_GOAL, compare_onnx, quantize_onnx, split_pixels
+
+    source = load_source(calibration)
+    calibration_split = next((s for s in ("train", "valid") if s in source.splits), None)
+    if calibration_split is None:
+        raise DefaxError(f"{calibration} has no train or valid split to calibrate with (it has: {', '.join(source.splits) or 'no images'})")
+    quantized = quantize_onnx(path, split_pixels(source, calibration_split, model.image_size, count))
+    held_out_split = next((s for s in ("test", "valid") if s in source.splits and s != calibration_split), None)
+    held_out = split_pixels(source, held_out_split, model.image_size, count, seed=1) if held_out_split else None
+    if held_out is not None:
+        report = compare_onnx(path, quantized, held_out)
+        message = (
+            f"{quantized.name}: labels agree with float32 on {100 * report['agreement']:.1f}% of {report['images']} held-out "
+            f"images, mean |dP(fake)| {report['mean_abs_delta']:.2g}"
+        )
+        if report["agreement"] < AGREEMENT_GOAL:
+            logger.warning("%s, below %.1f%%: keep the float32 file or calibrate on more images", message, 100 * AGREEMENT_GOAL)
+        else:
+            logger.info("%s", message)
+    else:
+        logger.warning("%s has no held-out split (test or valid): the int8 file was not compared with float32", calibration)
+    expected = _keras_p_fake(model, check_pixels(model.image_size))
+    return quantized, float(np.abs(OnnxPredictor(quantized).predict(check_pixels(model.image_size))[:, 1] - expected).max())

@@ -1,4 +1,4 @@
-"""`defax predict`: verdicts for folders of images, from a `.keras` model or an exported SavedModel.
+"""`defax predict`: verdicts for folders of images, from a `.keras` model, an exported SavedModel or an ONNX file.
 
 Every image gets `path`, `label` (`real`/`fake`), `p_real`, `p_fake`; a file
 with an image extension that cannot be decoded gets an `error` instead of
@@ -52,6 +52,34 @@ class SavedModelPredictor:
         return self._pixels(pixels=tf.constant(pixels, tf.float32))["probabilities"].numpy()
 
 
+class OnnxPredictor:
+    """An ONNX export (`defax export --format onnx`, float32 or int8) run by ONNX Runtime on the CPU."""
+
+    def __init__(self, path, batch_size: int = 32):
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            raise DefaxError("running an .onnx model needs onnxruntime: pip install 'defax-keras[onnx]'") from exc
+        self.path = Path(path)
+        try:
+            self._session = onnxruntime.InferenceSession(os.fspath(self.path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise DefaxError(f"{self.path} is not a readable ONNX model: {str(exc).splitlines()[0][:160]}") from exc
+        inputs = {i.name: i.shape for i in self._session.get_inputs()}
+        outputs = {o.name for o in self._session.get_outputs()}
+        if "pixels" not in inputs or "probabilities" not in outputs or not isinstance(inputs["pixels"][1], int):
+            raise DefaxError(f"{self.path} is not a DeFaX ONNX export (input 'pixels' [N, S, S, 3], output 'probabilities')")
+        self.image_size = int(inputs["pixels"][1])
+        self.batch_size = batch_size
+        self.name = f"ONNX {self.path.name}"
+
+    def predict(self, pixels) -> np.ndarray:
+        pixels = np.asarray(pixels, np.float32)
+        return np.concatenate(
+            [self._session.run(["probabilities"], {"pixels": pixels[i : i + self.batch_size]})[0] for i in range(0, len(pixels), self.batch_size)]
+        )
+
+
 class KerasPredictor:
     def __init__(self, path):
         from defax_keras.evaluation.evaluate import load_model
@@ -65,8 +93,11 @@ class KerasPredictor:
 
 
 def load_predictor(path):
-    """`.keras` file or run directory -> Keras model; SavedModel folder or export base -> the SavedModel."""
+    """`.keras` file or run directory -> Keras model; SavedModel folder or export base -> the SavedModel;
+    `.onnx` file -> ONNX Runtime."""
     path = Path(os.path.expanduser(str(path)))
+    if path.suffix == ".onnx" and path.is_file():
+        return OnnxPredictor(path)
     if path.is_dir() and not (path / "model.keras").is_file():
         return SavedModelPredictor(path)
     return KerasPredictor(path)
