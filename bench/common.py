@@ -28,12 +28,14 @@ def cpu_model() -> str:
 
 def machine() -> str:
     import keras
-    import tensorflow as tf
 
-    return (
-        f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-        f"TensorFlow {tf.__version__}, Keras {keras.__version__}"
-    )
+    try:
+        import tensorflow as tf
+
+        tensorflow = f"TensorFlow {tf.__version__}"
+    except ImportError:
+        tensorflow = "no TensorFlow"
+    return f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, {tensorflow}, Keras {keras.__version__}"
 
 
 def peak_rss_mb() -> float:

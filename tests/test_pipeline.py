@@ -256,6 +256,14 @@ def test_two_pass_warp_matches_projective_transform(flip):
     assert difference.mean() < 0.5 and difference.max() < 4
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (2, 3), (5, 1)])
+def test_warp_of_tiny_crops_stays_finite(shape):
+    """Crops smaller than the reflection margin (tiny source images) still give the flat colour they hold."""
+    crop = np.full((*shape, 3), 100, np.uint8)
+    for angle in (0.0, math.radians(10), -math.radians(10)):
+        np.testing.assert_allclose(warp(crop, 8, flip=1.0, angle=angle), 100.0, atol=1e-3)
+
+
 def test_warp_reflects_rotated_corners():
     crop = np.full((16, 16, 3), 200, np.uint8)
     assert warp(crop, 16, angle=math.radians(45), fill_mode="reflect").min() > 199

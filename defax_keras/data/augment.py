@@ -182,7 +182,7 @@ def _overshoot(transform, shape, image_size: int):
     height, width = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
     beyond = tf.reduce_max(tf.stack([-x, x - (width - 1), -y, y - (height - 1)]))
     margin = tf.cast(tf.math.ceil(tf.maximum(beyond, 0.0)), tf.int32) + 2
-    return tf.minimum(margin, tf.minimum(shape[0], shape[1]) - 1)
+    return tf.minimum(margin, tf.minimum(shape[0], shape[1]))  # SYMMETRIC pads at most the size
 
 
 def _projective_warp(image, transform, image_size: int, fill_mode: str):
