@@ -68,11 +68,10 @@ def _matmul_peak(dtype: str, n: int = 2048) -> float:
 def _int8_matmul_peak(n: int = 2048) -> float | None:
     """ONNX Runtime's uint8 x int8 -> int32 matrix multiply (what quantized MatMul/Conv run on), in GOP/s."""
     try:
-        import onnx
         import onnxruntime
+        from onnx import TensorProto, helper
     except ImportError:
         return None
-    from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],

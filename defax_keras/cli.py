@@ -18,6 +18,7 @@ from pathlib import Path
 
 from defax_keras import __version__
 from defax_keras.errors import DefaxError
+from defax_keras.training.distribute import DISTRIBUTIONS
 
 EXIT_USER_ERROR = 2
 
@@ -387,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=("float32", "mixed_float16", "mixed_bfloat16"))
     train.add_argument(
         "--distribute",
-        choices=("none", "mirrored", "multiworker", "data_parallel"),
+        choices=DISTRIBUTIONS,
         help="data parallelism: mirrored (TensorFlow, every local GPU), multiworker (TensorFlow, TF_CONFIG), "
         "data_parallel (JAX devices); --batch-size is the global batch",
     )
@@ -464,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="SavedModel for TensorFlow Serving (image bytes in), TFLite or ONNX",
         description="Export a saved model. saved_model: EXPORT_BASE/<version>/ with signatures serving_default "
         "(encoded image bytes -> probabilities, p_fake, label) and predict_pixels (float pixels). tflite: float16 "
-        "and dynamic-range int8 files. onnx: one .onnx file. Each format is checked against the Keras model.",
+        "and dynamic-range int8 files. onnx: one .onnx file, plus a calibrated int8 one with --quantize int8. "
+        "Each file is checked against the Keras model.",
     )
     _model_argument(export)
     export.add_argument("--output", "-o", required=True, metavar="EXPORT_BASE", help="export base folder (SavedModel versions go in numbered subfolders)")

@@ -1,6 +1,6 @@
 """Loose image files named on the command line: found, labelled by folder name, decoded like evaluation.
 
-`defax explain` (and later `defax predict`) take files and folders rather than
+`defax explain`, `defax predict` and the web app take files rather than
 a dataset layout. A file is an image if its extension says so; whether it
 really is one is decided by its content when it is loaded, so a broken file
 becomes a per-file error instead of stopping the run.

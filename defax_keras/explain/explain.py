@@ -32,7 +32,7 @@ from defax_keras.errors import DefaxError
 from defax_keras.explain import faithfulness as faith
 from defax_keras.explain.cam import CAM_METHODS, SCORE_CAM_MAPS, keras_grad_cam, tf_keras_vis_cam, upsample
 from defax_keras.explain.figures import caption, overlay, save_faithfulness_plot, save_grid, save_overlay
-from defax_keras.explain.lime import LIME_SAMPLES, TOP_SUPERPIXELS, BatchedClassifier, lime_explanation
+from defax_keras.explain.lime import LIME_SAMPLES, lime_explanation, top_superpixels
 from defax_keras.explain.model import attention_model, build_explain_model, explain_targets, resolve_targets
 
 logger = logging.getLogger(__name__)
@@ -258,9 +258,7 @@ def explain(
             i = record["index"]
             folder = output / record["folder"]
             folder.mkdir(exist_ok=True)
-            outline = None
-            if method == "lime":
-                outline = _top_superpixels(raw[i])
+            outline = top_superpixels(raw[i]) if method == "lime" else None
             pictures[(i, name)] = overlay(pixels[i], heat[i], outline)
             np.save(folder / f"{name}.npy", raw[i])
             save_overlay(folder / f"{name}.png", pictures[(i, name)], f"{name} for class {record['explained_class']}", caption(record))
@@ -285,12 +283,6 @@ def explain(
         summary["faithfulness"] = _faithfulness(explainer, model, pixels, classes, heats, output, seed, faithfulness_baseline)
     (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return output
-
-
-def _top_superpixels(weights, top_k: int = TOP_SUPERPIXELS) -> np.ndarray:
-    """The `top_k` distinct positive values of a LIME weight map (its best superpixels) as a mask."""
-    values = np.unique(weights[weights > 0])[::-1][:top_k]
-    return np.isin(weights, values)
 
 
 def _faithfulness(explainer, model, pixels, classes, heats, output: Path, seed: int, baseline: str) -> dict:

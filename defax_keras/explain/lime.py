@@ -78,8 +78,12 @@ def lime_explanation(
         )
     segments = explanation.segments
     weights = np.zeros(segments.shape, np.float32)
-    ranked = sorted(explanation.local_exp[int(class_index)], key=lambda item: -item[1])
-    for segment, weight in ranked:
+    for segment, weight in explanation.local_exp[int(class_index)]:
         weights[segments == segment] = weight
-    top = np.isin(segments, [segment for segment, weight in ranked[:top_k] if weight > 0])
-    return weights, top
+    return weights, top_superpixels(weights, top_k)
+
+
+def top_superpixels(weights, top_k: int = TOP_SUPERPIXELS) -> np.ndarray:
+    """The pixels of the `top_k` superpixels with the largest positive weights, from a weight map."""
+    values = np.unique(weights[weights > 0])[::-1][:top_k]
+    return np.isin(weights, values)

@@ -291,7 +291,7 @@ def export(
         Path(output).mkdir(parents=True, exist_ok=True)
         results = (export_tflite if fmt == "tflite" else export_onnx)(model, output, pixels)
     if quantize:
-        results.append(_quantized_onnx(results[0][0], model, calibration, calibration_images))
+        results.append(_quantized_onnx(results[0][0], model, pixels, calibration, calibration_images))
     for path, difference in results:
         if difference is None:
             logger.warning("%s: not checked (it needs the Flex delegate, which this Python runtime lacks)", path)
@@ -300,7 +300,7 @@ def export(
     return [path for path, _ in results]
 
 
-def _quantized_onnx(path, model, calibration, count: int) -> tuple[Path, float]:
+def _quantized_onnx(path, model, pixels, calibration, count: int) -> tuple[Path, float]:
     """The int8 file and its max |dP(fake)| vs Keras on the check images; logs its agreement with float32 on held-out images."""
     from defax_keras.data import load_source
     from defax_keras.export.quantize import AGREEMENT_GOAL, compare_onnx, quantize_onnx, split_pixels
@@ -324,5 +324,4 @@ def _quantized_onnx(path, model, calibration, count: int) -> tuple[Path, float]:
             logger.info("%s", message)
     else:
         logger.warning("%s has no held-out split (test or valid): the int8 file was not compared with float32", calibration)
-    expected = _keras_p_fake(model, check_pixels(model.image_size))
-    return quantized, float(np.abs(OnnxPredictor(quantized).predict(check_pixels(model.image_size))[:, 1] - expected).max())
+    return quantized, float(np.abs(OnnxPredictor(quantized).predict(pixels)[:, 1] - _keras_p_fake(model, pixels)).max())
