@@ -123,7 +123,7 @@ def worker(config: str, timed_batches: int, agreement_model: str | None, quick: 
     """One configuration, in this process: images/s of defax_tiny, P(fake) of the trained model on the demo test set."""
     import keras
 
-    from defax_keras.evaluation.evaluate import load_model
+    from defax_keras.models.loading import load_model
     from defax_keras.models import build_model
 
     policy = "mixed_bfloat16" if config.startswith("bfloat16") else None

@@ -19,7 +19,7 @@ _LAZY = {
     "Augmentation": "defax_keras.data.augment",
     "demo_dataset": "defax_keras.data.demo",
     "check_dataset": "defax_keras.data.check",
-    "CLASS_NAMES": "defax_keras.data.manifest",
+    "CLASS_NAMES": "defax_keras.constants",
     "build_model": "defax_keras.models.registry",
     "list_models": "defax_keras.models.registry",
     "DefaxError": "defax_keras.errors",

@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from defax_keras.evaluation.evaluate import evaluate
-from defax_keras.evaluation.metrics import choose_threshold
+from defax_keras.metrics import choose_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from defax_keras.evaluation.metrics import (
+from defax_keras.metrics import (
     bootstrap_intervals,
     choose_threshold,
     classification_metrics,

@@ -13,8 +13,8 @@ from defax_keras.errors import DefaxError
 from defax_keras.models import build_model, list_models, model_entry
 from defax_keras.models.backbones import BACKBONES, build_backbone
 from defax_keras.models.defax import DefaxModel
-from defax_keras.training.objectives import ClassCrossEntropy, FakeAUC
-from defax_keras.training.schedules import CosineDecayToFloor
+from defax_keras.models.objectives import ClassCrossEntropy, FakeAUC
+from defax_keras.models.schedules import CosineDecayToFloor
 from helpers import run_on_backend
 
 

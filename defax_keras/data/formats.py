@@ -18,8 +18,8 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-"""File endings read as images when a dataset is discovered (case-insensitive)."""
+from defax_keras.constants import IMAGE_EXTENSIONS
+
 
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 """Formats recognised by content; GIF is decoded (first frame) but not discovered."""

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from defax_keras.constants import CLASS_NAMES
 from defax_keras.data.formats import has_image_extension
 from defax_keras.errors import DataError
 
-CLASS_NAMES = ("real", "fake")
-"""Index = class id: 0 = real, 1 = fake (the positive class everywhere)."""
 
 SPLITS = ("train", "valid", "test")
 

@@ -18,7 +18,7 @@ from scipy.special import log_softmax
 from sklearn import metrics as skm
 
 from defax_keras.errors import DefaxError
-from defax_keras.evaluation.metrics import expected_calibration_error
+from defax_keras.metrics import expected_calibration_error
 
 TEMPERATURE_RANGE = (0.05, 20.0)
 
@@ -81,7 +81,7 @@ def _p_fake(logits, temperature):
 def calibrate(model_path, data, output=None, batch_size: int = 32) -> tuple[Path, dict]:
     """Fit T on `data`'s validation split, save the calibrated model; return its path and the report."""
     from defax_keras.data.sources import load_source
-    from defax_keras.evaluation.evaluate import load_model
+    from defax_keras.models.loading import load_model
 
     model = load_model(model_path)
     try:

@@ -13,44 +13,18 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from defax_keras.data.manifest import split_from_name
 from defax_keras.errors import DefaxError
-from defax_keras.evaluation.metrics import bootstrap_intervals, choose_threshold, classification_metrics
+from defax_keras.models.loading import load_model, model_folder
+from defax_keras.models.scoring import predict_split
+from defax_keras.metrics import bootstrap_intervals, choose_threshold, classification_metrics
 from defax_keras.evaluation.plots import plot_evaluation
 
 logger = logging.getLogger(__name__)
-
-
-def load_model(model_path):
-    """A saved `.keras` model, or the `model.keras` of a run directory; one-line errors otherwise."""
-    import keras
-
-    import defax_keras.models  # noqa: F401  (registers the model classes with Keras)
-
-    path = Path(os.path.expanduser(str(model_path)))
-    if path.is_dir():
-        path = path / "model.keras"
-    if not path.is_file():
-        raise DefaxError(f"model not found: {path} (give a .keras file or a run directory)")
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here means "not a model we can load"
-        raise DefaxError(f"cannot load {path} as a Keras model: {str(exc).strip().splitlines()[0][:200]}") from exc
-
-
-def predict_split(model, source, split: str, batch_size: int = 32):
-    """Samples of `split` that decoded (bad files move to `source.skipped`) and their P(fake)."""
-    from defax_keras.data.pipeline import make_dataset
-
-    dataset = make_dataset(source, split, image_size=model.image_size, batch_size=batch_size)
-    samples = source.split(split)
-    p_fake = model.predict(dataset.map(lambda images, _: images), verbose=0)[:, 1].astype(np.float64)
-    return samples, np.clip(p_fake, 0.0, 1.0)
 
 
 def write_predictions(path: Path, samples, p_fake, threshold: float) -> None:
@@ -183,12 +157,6 @@ def _dataset_names(datasets) -> list[str]:
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     return names
-
-
-def model_folder(model_path) -> Path:
-    """The run directory given, or the folder of the model file given."""
-    path = Path(os.path.expanduser(str(model_path)))
-    return path if path.is_dir() else path.parent
 
 
 def evaluate(model_path, datasets, output_dir=None, **options) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from defax_keras.data.pipeline import DCT_METHOD
-from defax_keras.evaluation.metrics import classification_metrics
+from defax_keras.metrics import classification_metrics
 
 CORRUPTIONS: list[tuple[str, float | None]] = [
     ("clean", None),
@@ -127,11 +127,9 @@ def write_robustness(rows: list[dict], output_dir, title: str = "") -> Path:
     markdown = output_dir / "robustness.md"
     markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    import matplotlib
+    from defax_keras.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     clean = next((r for r in rows if r["corruption"] == "clean"), None)
     families = [k for k in dict.fromkeys(r["corruption"] for r in rows) if k != "clean"]
     fig, axes = plt.subplots(1, len(families), figsize=(3.2 * len(families), 3.2), squeeze=False, sharey=True)
@@ -147,7 +145,5 @@ def write_robustness(rows: list[dict], output_dir, title: str = "") -> Path:
     axes[0][0].set_ylabel("fraction correct")
     axes[0][0].legend(loc="lower left", fontsize=8)
     fig.suptitle(f"Robustness {title}")
-    fig.tight_layout()
-    fig.savefig(output_dir / "robustness.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, output_dir / "robustness.png")
     return markdown

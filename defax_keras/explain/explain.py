@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from defax_keras.constants import CLASS_NAMES
 from defax_keras.data.files import ImageFileError, collect_image_files, label_from_path, load_image
 from defax_keras.errors import DefaxError
 from defax_keras.explain import faithfulness as faith
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 METHODS = (*CAM_METHODS, "lime", "attention")
 CLASS_CHOICES = {"real": 0, "fake": 1}
-CLASS_NAMES = ("real", "fake")
 GRID_ROWS = 12
 GROUPS = ("real-correct", "real-misclassified", "fake-correct", "fake-misclassified", "unlabelled")
 
@@ -212,7 +212,7 @@ def explain(
     progress=None,
 ) -> Path:
     """Explain `images` (files or folders) with `model_path`'s model; returns the output folder."""
-    from defax_keras.evaluation.evaluate import load_model, model_folder
+    from defax_keras.models.loading import load_model, model_folder
 
     if explained_class not in ("predicted", *CLASS_CHOICES):
         raise DefaxError(f"--class must be predicted, real or fake, not {explained_class!r}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from defax_keras.evaluation.plots import _pyplot, _save
+from defax_keras.plotting import pyplot, save_figure
 
 HEAT_ALPHA = 0.45
 GROUP_TITLES = {
@@ -38,17 +38,17 @@ def caption(record: dict) -> str:
 
 
 def save_overlay(path: Path, picture, title: str, subtitle: str) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axis = plt.subplots(figsize=(3.6, 4.0))
     axis.imshow(picture)
     axis.set_title(f"{title}\n{subtitle}", fontsize=8)
     axis.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_grid(path: Path, rows: list[dict], columns: list[str], pictures: dict, originals: dict, title: str) -> Path:
     """Rows: images grouped real/fake x correct/misclassified; columns: original, then each method."""
-    plt = _pyplot()
+    plt = pyplot()
     count = len(columns) + 1
     fig, axes = plt.subplots(len(rows), count, figsize=(1.9 * count + 0.6, 2.0 * len(rows) + 0.5), squeeze=False)
     for r, record in enumerate(rows):
@@ -65,11 +65,11 @@ def save_grid(path: Path, rows: list[dict], columns: list[str], pictures: dict, 
             f"{GROUP_TITLES[record['group']]}\nP(fake) {record['p_fake']:.2f}", fontsize=7, rotation=0, ha="right", va="center"
         )
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_faithfulness_plot(path: Path, summary: dict) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, kind in zip(axes, ("deletion", "insertion")):
         for method, values in summary.items():
@@ -82,4 +82,4 @@ def save_faithfulness_plot(path: Path, summary: dict) -> Path:
         axis.set_ylim(-0.02, 1.02)
         axis.set_title(f"{kind.capitalize()} ({'lower' if kind == 'deletion' else 'higher'} AUC is better)")
         axis.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -8,18 +8,17 @@ could not convert).
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import os
 import re
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from defax_keras.console import captured_stderr
 from defax_keras.errors import DefaxError
 from defax_keras.export.predict import OnnxPredictor
 from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model
@@ -41,23 +40,6 @@ def check_pixels(image_size: int, count: int = PARITY_IMAGES, seed: int = 0) -> 
 
 def _keras_p_fake(model, pixels) -> np.ndarray:
     return np.asarray(model.predict_on_batch(pixels))[:, 1]
-
-
-@contextlib.contextmanager
-def captured_stderr():
-    """Collect what native code writes to file descriptor 2 (the converters' MLIR logs) instead of showing it."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as sink:
-        captured = io.StringIO()
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            captured.write(sink.read().decode("utf-8", "replace"))
 
 
 def _unsupported_ops(exc: Exception, log: str = "") -> list[str]:

@@ -82,7 +82,7 @@ class OnnxPredictor:
 
 class KerasPredictor:
     def __init__(self, path):
-        from defax_keras.evaluation.evaluate import load_model
+        from defax_keras.models.loading import load_model
 
         self.model = load_model(path)
         self.image_size = self.model.image_size

@@ -11,8 +11,8 @@ import math
 
 import keras
 
-from defax_keras.training.objectives import ClassCrossEntropy, FakeAUC
-from defax_keras.training.schedules import CosineDecayToFloor
+from defax_keras.models.objectives import ClassCrossEntropy, FakeAUC
+from defax_keras.models.schedules import CosineDecayToFloor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -27,11 +27,9 @@ def read_history(path) -> list[dict]:
 
 def plot_history(history_csv, output_png) -> Path | None:
     """One panel per metric (loss, accuracy, AUC, learning rate), train and validation together."""
-    import matplotlib
+    from defax_keras.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = read_history(history_csv)
     if not rows:
         return None
@@ -48,7 +46,4 @@ def plot_history(history_csv, output_png) -> Path | None:
         if name == "learning_rate":
             axis.set_yscale("log")
         axis.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(output_png, dpi=120)
-    plt.close(fig)
-    return Path(output_png)
+    return save_figure(fig, output_png)

@@ -92,8 +92,8 @@ def _compile(model, optimizer, config, jit_compile):
 
 def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, float]:
     """Metrics of `model` on `split` of `source`, and inference images/s."""
-    from defax_keras.evaluation.evaluate import predict_split
-    from defax_keras.evaluation.metrics import classification_metrics
+    from defax_keras.models.scoring import predict_split
+    from defax_keras.metrics import classification_metrics
 
     start = time.perf_counter()
     samples, p_fake = predict_split(model, source, split, batch_size)

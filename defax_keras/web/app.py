@@ -21,6 +21,7 @@ from flask import Flask, Request, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from defax_keras import __version__
+from defax_keras.constants import CLASS_NAMES, IMAGE_EXTENSIONS
 from defax_keras.data.files import ImageFileError, decode_image_bytes
 from defax_keras.web.batcher import DirectPredictor, MicroBatcher, bucket_sizes
 
@@ -28,12 +29,11 @@ logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 ACCEPTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP")
-ACCEPTED_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+ACCEPTED_EXTENSIONS = IMAGE_EXTENSIONS
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 MAX_FILES = 64
 MAX_PIXELS = 40_000_000
 """Per image, read from the header before decoding (a few-KB PNG can claim 30000x30000)."""
-CLASS_NAMES = ("real", "fake")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "

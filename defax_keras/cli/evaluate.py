@@ -1,0 +1,114 @@
+"""`defax evaluate`, `calibrate`, `robustness` and `compare`: measuring saved models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from defax_keras.cli.common import (
+    saved_model_arguments,
+)
+
+
+def cmd_evaluate(args) -> int:
+    from defax_keras.evaluation.evaluate import evaluate
+
+    output = evaluate(
+        args.model_path,
+        args.data,
+        args.output,
+        split=args.split,
+        batch_size=args.batch_size,
+        threshold=args.threshold,
+        threshold_method=args.threshold_method,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    for report in sorted(output.rglob("report.md")):
+        print(report.read_text(encoding="utf-8").split("## Skipped")[0])
+    if (output / "cross_dataset.md").is_file():
+        print((output / "cross_dataset.md").read_text(encoding="utf-8"))
+    print(f"Written to {output}")
+    return 0
+
+def cmd_calibrate(args) -> int:
+    from defax_keras.evaluation.calibration import calibrate
+
+    path, report = calibrate(args.model_path, args.data, args.output, batch_size=args.batch_size)
+    print(f"Temperature {report['temperature']:.4f} (was {report['previous_temperature']:.4g}), fitted on {report['valid']['count']} validation images")
+    print(f"{'split':<8}{'':<8}{'ECE':>9}{'log loss':>10}{'Brier':>9}")
+    for split in ("valid", "test"):
+        if split in report:
+            for when in ("before", "after"):
+                scores = report[split][when]
+                print(f"{split:<8}{when:<8}{scores['ece']:>9.4f}{scores['log_loss']:>10.4f}{scores['brier']:>9.4f}")
+    print(f"Calibrated model: {path}  (report: {path.with_suffix('.json')})")
+    return 0
+
+def cmd_robustness(args) -> int:
+    from defax_keras.data.sources import load_source
+    from defax_keras.evaluation.robustness import robustness, write_robustness
+    from defax_keras.models.loading import load_model, model_folder
+
+    model = load_model(args.model_path)
+    source = load_source(args.data)
+    rows = robustness(model, source, args.split, args.batch_size, args.seed)
+    output = Path(args.output) if args.output else model_folder(args.model_path) / "robustness"
+    markdown = write_robustness(rows, output, title=f"({Path(source.root).name}, {args.split})")
+    print(markdown.read_text(encoding="utf-8"))
+    print(f"Written to {output}")
+    return 0
+
+def cmd_compare(args) -> int:
+    from defax_keras.evaluation.compare import write_comparison
+
+    markdown, table = write_comparison(args.runs, args.output)
+    print(markdown.read_text(encoding="utf-8"))
+    print(f"Written: {markdown}, {table}")
+    return 0
+
+
+def add_commands(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="metrics, plots and predictions of a saved model on one or more datasets",
+        description="Evaluate a saved model: predictions.csv, metrics.json, report.md and figures per "
+        "dataset, plus the cross-dataset table when several are given.",
+    )
+    saved_model_arguments(evaluate, "dataset (repeat for several)", "output folder (default: evaluation/ next to the model)", many=True)
+    evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for unsplit sets)")
+    evaluate.add_argument("--threshold", default="0.5", help="decision threshold, or 'auto' (chosen on the validation split)")
+    evaluate.add_argument("--threshold-method", choices=("eer", "youden"), default="eer", help="how 'auto' chooses (default eer)")
+    evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit temperature scaling on the validation split; save the calibrated model",
+        description="Fit one temperature on the validation split (minimum log loss), save a copy of the "
+        "model with it inside, and report ECE, log loss and Brier before and after.",
+    )
+    saved_model_arguments(calibrate, "dataset with a validation split", "calibrated model file (default: <model>_calibrated.keras)")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    robust = commands.add_parser(
+        "robustness",
+        help="accuracy and AUC under JPEG, blur, resizing and noise",
+        description="Evaluate a saved model on clean and corrupted copies of a split (JPEG quality 95/75/50/30, "
+        "Gaussian blur sigma 1/2/3, downscale-upscale 0.5/0.25, Gaussian noise sigma 5/10), applied "
+        "inside the tf.data pipeline; writes a table and a plot.",
+    )
+    saved_model_arguments(robust, "dataset", "output folder (default: robustness/ next to the model)")
+    robust.add_argument("--split", default="test", help="split to evaluate (default test)")
+    robust.add_argument("--seed", type=int, default=0, help="noise seed")
+    robust.set_defaults(func=cmd_robustness)
+
+    compare = commands.add_parser(
+        "compare",
+        help="the paper's comparison table from finished runs",
+        description="Read each run's metrics.json and write the comparison table (Markdown and CSV), "
+        "best value of each column in bold.",
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `defax train`")
+    compare.add_argument("--output", "-o", default=".", help="folder for comparison.md and comparison.csv (default .)")
+    compare.set_defaults(func=cmd_compare)

@@ -1,0 +1,76 @@
+"""`defax explain`: maps and figures that say why a model decided."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from defax_keras.cli.common import (
+    model_argument,
+)
+
+
+def cmd_explain(args) -> int:
+    from defax_keras.explain.explain import explain
+
+    output = explain(
+        args.model_path,
+        args.images,
+        args.output,
+        methods=args.method or ["gradcam"],
+        target=args.target,
+        explained_class=args.explained_class,
+        lime_samples=args.lime_samples,
+        faithfulness=args.faithfulness,
+        faithfulness_baseline=args.faithfulness_baseline,
+        batch_size=args.batch_size,
+        score_cam_maps=args.score_cam_maps,
+        max_images=args.max_images,
+        seed=args.seed,
+        progress=lambda message: print(message, file=sys.stderr),
+    )
+    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    print(f"{'image':<40} {'label':<11} {'verdict':<8} {'P(fake)':>8}")
+    for record in summary["images"]:
+        label = {0: "real", 1: "fake"}.get(record["label"], "unlabelled")
+        print(f"{Path(record['path']).name[:40]:<40} {label:<11} {record['predicted']:<8} {record['p_fake']:>8.4f}")
+    for record in summary["skipped"]:
+        print(f"skipped {record['path']}: {record['reason']}", file=sys.stderr)
+    if "faithfulness" in summary:
+        print("\nFaithfulness (deletion AUC: lower is better; insertion AUC: higher is better)")
+        print(f"{'images':<18}{'map':<20}{'deletion AUC':>14}{'insertion AUC':>15}")
+        for group, methods in summary["faithfulness"].items():
+            for name, values in methods.items():
+                print(f"{group:<18}{name:<20}{values['deletion_auc']:>14.4f}{values['insertion_auc']:>15.4f}")
+    print(f"Overlays, maps and grid.png written to {output}")
+    return 0
+
+
+def add_commands(commands) -> None:
+    explain = commands.add_parser(
+        "explain",
+        help="Grad-CAM, Grad-CAM++, Score-CAM, LIME and cross-attention maps for images",
+        description="Explain a saved model's verdicts: per image an overlay PNG and the raw map (.npy) for each "
+        "method and branch, a grid figure grouped real/fake and correct/misclassified, and optionally "
+        "deletion/insertion faithfulness curves against a random map.",
+    )
+    model_argument(explain)
+    explain.add_argument("--images", "-i", required=True, nargs="+", metavar="FILE_OR_DIR", help="image files and folders (walked recursively; labels from folder names real/fake when present)")
+    explain.add_argument(
+        "--method",
+        action="append",
+        metavar="METHOD",
+        help="gradcam (default), gradcam++, scorecam, lime, attention, or all; repeat or separate with commas",
+    )
+    explain.add_argument("--target", default="both", choices=("local", "global", "both"), help="branch for CAMs: local (EfficientNet/CNN map), global (Swin/ViT tokens as a grid), both (default: every one the model has)")
+    explain.add_argument("--class", dest="explained_class", default="predicted", choices=("predicted", "real", "fake"), help="class to explain (default: the predicted one)")
+    explain.add_argument("--output", "-o", help="output folder (default: explanations/ next to the model)")
+    explain.add_argument("--lime-samples", type=int, default=1000, help="perturbed images per LIME explanation (default 1000)")
+    explain.add_argument("--faithfulness", action="store_true", help="also deletion/insertion curves and AUCs per method and for a random map")
+    explain.add_argument("--faithfulness-baseline", default="blur", choices=("blur", "mean", "black"), help="what a removed pixel becomes: its blurred value (default), the mean colour, or black")
+    explain.add_argument("--score-cam-maps", type=int, default=64, help="feature channels Score-CAM weighs, those varying most (default 64; 0: all)")
+    explain.add_argument("--max-images", type=int, help="explain only the first N images found")
+    explain.add_argument("--batch-size", type=int, default=16)
+    explain.add_argument("--seed", type=int, default=0, help="seed for LIME and the random baseline")
+    explain.set_defaults(func=cmd_explain)

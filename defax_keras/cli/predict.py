@@ -1,0 +1,76 @@
+"""`defax predict` and `defax serve`: verdicts for files, and the web page."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from defax_keras.cli.common import (
+    MODEL_HELP,
+    model_argument,
+)
+
+
+def cmd_predict(args) -> int:
+    from defax_keras.export.predict import format_results, predict
+
+    def progress_bar(total):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="image", file=sys.stderr, disable=total <= 8 or None, leave=False)
+
+    results, ignored = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar)
+    if args.verbose:
+        for path in ignored:
+            print(f"skipped (not an image extension): {path}", file=sys.stderr)
+    if ignored:
+        print(f"{len(ignored)} file(s) without an image extension skipped{'' if args.verbose else ' (-v lists them)'}", file=sys.stderr)
+    text = format_results(results, args.format)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{len(results)} result(s) written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    failed = sum("error" in r for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} file(s) could not be read (see their error field)", file=sys.stderr)
+    return 0
+
+def cmd_serve(args) -> int:
+    from defax_keras.web.server import serve
+
+    serve(args.model_path, args.host, args.port, args.workers, batching=not args.no_batching, max_files=args.max_files)
+    return 0
+
+
+def add_commands(commands) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="verdicts for image files and folders",
+        description="Classify images with a .keras model, an exported SavedModel or an ONNX file. Results (path, label, p_real, "
+        "p_fake; error for unreadable files) go to stdout or --output; progress and logs go to stderr.",
+    )
+    model_argument(predict, f"{MODEL_HELP}, a SavedModel export (version folder or export base) or an .onnx file")
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (walked recursively)")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--format", default="table", choices=("table", "csv", "json"), help="default table")
+    predict.add_argument("--output", "-o", help="write results to this file instead of stdout")
+    predict.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which the label is 'fake' (default 0.5)")
+    predict.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files and log detail")
+    predict.set_defaults(func=cmd_predict)
+
+    serve = commands.add_parser(
+        "serve",
+        help="the web page and JSON API (drag and drop, Grad-CAM, CSV/JSON export)",
+        description="Serve a model on a web page and a JSON API (POST /api/predict with multipart field 'files'; "
+        "GET /api/info, /healthz) with waitress. The model is loaded and warmed up before the port opens; "
+        "concurrent requests are micro-batched onto it.",
+    )
+    model_argument(serve, f"{MODEL_HELP}, a SavedModel export or an .onnx file")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--workers", type=int, default=8, help="request threads (default 8); the model runs on one batching thread")
+    serve.add_argument("--max-files", type=int, default=64, help="files per request (default 64)")
+    serve.add_argument("--no-batching", action="store_true", help="one model call per request (for comparison)")
+    serve.set_defaults(func=cmd_serve)

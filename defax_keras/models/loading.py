@@ -1,0 +1,46 @@
+"""Loading a saved detector from what users point at: a `.keras` file or a run directory.
+
+Importing this module registers every model class with Keras, so the loaded
+model's custom layers resolve with `safe_mode=True`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from defax_keras.errors import DefaxError
+
+
+def model_folder(model_path) -> Path:
+    """The run directory given, or the folder of the model file given (where outputs go by default)."""
+    path = Path(os.path.expanduser(str(model_path)))
+    return path if path.is_dir() else path.parent
+
+
+def load_model(model_path):
+    """A saved `.keras` model, or the `model.keras` of a run directory; one-line errors otherwise.
+
+    Args:
+        model_path: a `.keras` file or a run directory written by `defax train`.
+
+    Returns:
+        The `keras.Model`, loaded with `safe_mode=True`.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> model = dk.load_model("runs/defax_nano-demo")  # doctest: +SKIP
+    """
+    import keras
+
+    import defax_keras.models  # noqa: F401  (registers the model classes with Keras)
+
+    path = Path(os.path.expanduser(str(model_path)))
+    if path.is_dir():
+        path = path / "model.keras"
+    if not path.is_file():
+        raise DefaxError(f"model not found: {path} (give a .keras file or a run directory)")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here means "not a model we can load"
+        raise DefaxError(f"cannot load {path} as a Keras model: {str(exc).strip().splitlines()[0][:200]}") from exc
