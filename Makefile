@@ -11,12 +11,13 @@ COMPARE_MODELS ?= defax_nano facevit_nano fakevit_nano gsf_tfn_nano gsu_tfr_nano
 COMPARE_EPOCHS ?= 6
 COMPARE_DIR ?= runs/compare-demo
 
-.PHONY: help demo compare-demo test install clean
+.PHONY: help demo compare-demo test lint install clean
 
 help:
 	@echo "make demo   - create $(VENV), install DeFaX-Keras, train and evaluate defax_nano on the demo set"
 	@echo "make compare-demo - train every model's small variant on the demo set, write the comparison table"
-	@echo "make test   - create/update $(VENV) with the dev extra and run the tests"
+	@echo "make test   - create/update $(VENV) with the dev extra, run ruff and the tests"
+	@echo "make lint   - ruff check (configured in pyproject.toml)"
 	@echo "make clean  - remove $(VENV) and build artefacts"
 
 $(BIN)/python:
@@ -47,7 +48,10 @@ compare-demo: $(VENV)/.installed
 	done
 	$(BIN)/defax compare $(addprefix $(COMPARE_DIR)/,$(COMPARE_MODELS)) --output $(COMPARE_DIR)
 
-test: $(VENV)/.installed-dev
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -13,15 +13,28 @@ TensorFlow until a pipeline is built.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "make_dataset": "defax_keras.data.pipeline",
+    # data
     "load_source": "defax_keras.data.sources",
+    "make_dataset": "defax_keras.data.pipeline",
     "DataSource": "defax_keras.data.sources",
     "Augmentation": "defax_keras.data.augment",
     "demo_dataset": "defax_keras.data.demo",
     "check_dataset": "defax_keras.data.check",
     "CLASS_NAMES": "defax_keras.constants",
+    # models
     "build_model": "defax_keras.models.registry",
     "list_models": "defax_keras.models.registry",
+    "load_model": "defax_keras.models.loading",
+    # what users do with a model; each returns a result, writing files is a separate call
+    "evaluate": "defax_keras.evaluation.evaluate",
+    "write_evaluation": "defax_keras.evaluation.evaluate",
+    "calibrate": "defax_keras.evaluation.calibration",
+    "save_calibrated": "defax_keras.evaluation.calibration",
+    "explain": "defax_keras.explain.explain",
+    "write_explanations": "defax_keras.explain.explain",
+    "export": "defax_keras.export.convert",
+    "compare": "defax_keras.evaluation.compare",
+    # errors
     "DefaxError": "defax_keras.errors",
     "DataError": "defax_keras.errors",
 }

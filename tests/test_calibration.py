@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from defax_keras.cli import main
-from defax_keras.evaluation.calibration import calibrate, fit_temperature, negative_log_likelihood, with_temperature
+from defax_keras.evaluation.calibration import (
+    calibrate,
+    fit_temperature,
+    negative_log_likelihood,
+    with_temperature,
+)
 from defax_keras.models import build_model
 from defax_keras.models.classifier import TemperatureScaling
 
@@ -56,6 +61,13 @@ def test_calibration_lowers_ece_of_an_overconfident_model(tiny_demo, tmp_path, c
     assert report["valid"]["after"]["ece"] < report["valid"]["before"]["ece"]
     calibrated = keras.saving.load_model(tmp_path / "over_calibrated.keras", safe_mode=True)
     assert calibrated.temperature == pytest.approx(report["temperature"])
+    # The library call returns the same fit and the calibrated model in memory, writing nothing.
+    before = sorted(tmp_path.iterdir())
+    result = calibrate(overconfident, str(tiny_demo))
+    assert sorted(tmp_path.iterdir()) == before
+    assert result.temperature == pytest.approx(report["temperature"], rel=1e-6)
+    assert result.model.temperature == pytest.approx(result.temperature)
+    assert result.report["valid"] == report["valid"]
 
 
 def test_calibrate_needs_a_validation_split(tmp_path, capsys):

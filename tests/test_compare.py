@@ -7,7 +7,7 @@ import pytest
 
 from defax_keras.cli import main
 from defax_keras.errors import DefaxError
-from defax_keras.evaluation.compare import to_markdown, write_comparison
+from defax_keras.evaluation.compare import compare, write_comparison
 
 
 def _run(folder, model, accuracy, auc, log_loss, params, speed, seconds, with_test=True):
@@ -29,7 +29,7 @@ def runs(tmp_path):
 
 
 def test_table_marks_the_best_value_of_each_column(runs, tmp_path):
-    markdown, table = write_comparison(runs, tmp_path / "out")
+    markdown, table = write_comparison(compare(runs), tmp_path / "out")
     lines = markdown.read_text().splitlines()
     assert lines[0].startswith("| Model | Accuracy | ROC AUC | Log Loss | Brier | Cohen's kappa | Parameters | Images/s")
     defax, vgg, vit = lines[2:]
@@ -43,14 +43,12 @@ def test_table_marks_the_best_value_of_each_column(runs, tmp_path):
 
 
 def test_single_run_has_nothing_bold(runs):
-    from defax_keras.evaluation.compare import read_runs
-
-    assert "**" not in to_markdown(read_runs(runs[:1]))
+    assert "**" not in compare(runs[:1]).markdown()
 
 
 def test_bad_run_directories_are_named(tmp_path, capsys):
     with pytest.raises(DefaxError, match="not a finished run"):
-        write_comparison([tmp_path], tmp_path / "out")
+        compare([tmp_path])
     untested = _run(tmp_path / "untested", "x", 0, 0, 0, 1, 1, 1, with_test=False)
     assert main(["compare", str(untested)]) == 2
     assert "has no test metrics" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from defax_keras.evaluation.evaluate import evaluate
+from defax_keras.evaluation.evaluate import evaluate, evaluate_datasets
 from defax_keras.metrics import choose_threshold
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,13 +43,30 @@ def damaged_copy(tiny_demo, tmp_path_factory):
     return copy, victim
 
 
+def written(model, datasets, output, **options) -> Path:
+    """What `defax evaluate` writes: `evaluate` on each dataset, then `write_evaluation`."""
+    evaluate_datasets(model, datasets, output, **options)
+    return Path(output)
+
+
+def test_evaluate_returns_results_and_writes_nothing(saved_model, tiny_demo, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = evaluate(saved_model, str(tiny_demo), bootstrap=0)
+    assert list(tmp_path.iterdir()) == []
+    assert result.count == 16 and result.p_fake.shape == (16,)
+    assert result.metrics is result.at_operating_threshold and result.operating_threshold == 0.5
+    expected = skm.accuracy_score(result.labels, (result.p_fake >= 0.5).astype(int))
+    assert result.metrics["accuracy"] == pytest.approx(expected)
+    assert result.to_dict()["at_0.5"] == result.at_default and result.to_dict()["count"] == 16
+
+
 def _rows(path):
     with open(path) as handle:
         return list(csv.DictReader(handle))
 
 
 def test_one_dataset_writes_every_file_with_the_label_convention(saved_model, tiny_demo, tmp_path):
-    output = evaluate(saved_model, [str(tiny_demo)], tmp_path / "eval", bootstrap=200)
+    output = written(saved_model, [str(tiny_demo)], tmp_path / "eval", bootstrap=200)
     for name in ("predictions.csv", "metrics.json", "report.md", "roc.png", "precision_recall.png",
                  "confusion_matrix.png", "reliability.png", "score_histogram.png"):
         assert (output / name).is_file(), name
@@ -74,9 +91,9 @@ def test_one_dataset_writes_every_file_with_the_label_convention(saved_model, ti
 
 
 def test_auto_threshold_comes_from_the_validation_split(saved_model, tiny_demo, tmp_path):
-    output = evaluate(saved_model, [str(tiny_demo)], tmp_path / "eval", threshold="auto", threshold_method="youden", bootstrap=0)
+    output = written(saved_model, [str(tiny_demo)], tmp_path / "eval", threshold="auto", threshold_method="youden", bootstrap=0)
     metrics = json.loads((output / "metrics.json").read_text())
-    valid = evaluate(saved_model, [str(tiny_demo)], tmp_path / "valid", split="valid", bootstrap=0)
+    valid = written(saved_model, [str(tiny_demo)], tmp_path / "valid", split="valid", bootstrap=0)
     rows = _rows(valid / "predictions.csv")
     expected = choose_threshold([int(r["label"]) for r in rows], [float(r["p_fake"]) for r in rows], "youden")
     assert metrics["validation_threshold"] == pytest.approx(expected, abs=1e-5)
@@ -88,7 +105,7 @@ def test_auto_threshold_comes_from_the_validation_split(saved_model, tiny_demo, 
 
 def test_several_datasets_give_folders_and_the_cross_dataset_table(saved_model, tiny_demo, damaged_copy, tmp_path):
     damaged, victim = damaged_copy
-    output = evaluate(saved_model, [str(tiny_demo), str(damaged)], tmp_path / "eval", bootstrap=0)
+    output = written(saved_model, [str(tiny_demo), str(damaged)], tmp_path / "eval", bootstrap=0)
     first, second = json.loads((output / "demo" / "metrics.json").read_text()), json.loads((output / "demo-2" / "metrics.json").read_text())
     assert first["count"] == 16 and second["count"] == 15
     assert [item["path"] for item in second["skipped"]] == [str(victim)]

@@ -154,7 +154,7 @@ def test_torch_backend_gets_a_clear_message(cnn, tmp_path):
 
 def test_tflite_float16_and_int8_match_keras(cnn, tmp_path):
     _, model = cnn
-    paths = export(model, tmp_path, "tflite")
+    paths = export(model, tmp_path, "tflite").paths
     assert [p.name for p in paths] == ["simple_cnn_nano_float16.tflite", "simple_cnn_nano_int8.tflite"]
     pixels = check_pixels(112, seed=5)
     expected = model.predict(pixels, verbose=0)[:, 1]
@@ -177,7 +177,7 @@ def test_onnx_matches_keras(name, tmp_path):
     pytest.importorskip("tf2onnx")
     keras.utils.set_random_seed(0)
     model = build_model(name)
-    (path,) = export(model, tmp_path, "onnx")
+    (path,) = export(model, tmp_path, "onnx").paths
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["pixels"]
     assert sorted(o.name for o in session.get_outputs()) == ["p_fake", "probabilities"]

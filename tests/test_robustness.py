@@ -11,7 +11,13 @@ from PIL import Image
 from scipy import ndimage
 
 from defax_keras.cli import main
-from defax_keras.evaluation.robustness import CORRUPTIONS, blur, downscale_upscale, gaussian_noise, jpeg
+from defax_keras.evaluation.robustness import (
+    CORRUPTIONS,
+    blur,
+    downscale_upscale,
+    gaussian_noise,
+    jpeg,
+)
 
 
 def _photo(size=64, seed=0):
@@ -82,6 +88,6 @@ def test_robustness_command_writes_the_table(tiny_demo, tmp_path, capsys):
     # The clean row is the plain evaluation of the same model.
     from defax_keras.evaluation.evaluate import evaluate
 
-    plain = json.loads((evaluate(tmp_path / "model.keras", [str(tiny_demo)], tmp_path / "e", bootstrap=0) / "metrics.json").read_text())
-    assert rows[0]["accuracy"] == pytest.approx(plain["at_0.5"]["accuracy"])
-    assert rows[0]["roc_auc"] == pytest.approx(plain["at_0.5"]["roc_auc"], abs=1e-6)
+    plain = evaluate(tmp_path / "model.keras", str(tiny_demo), bootstrap=0).at_default
+    assert rows[0]["accuracy"] == pytest.approx(plain["accuracy"])
+    assert rows[0]["roc_auc"] == pytest.approx(plain["roc_auc"], abs=1e-6)

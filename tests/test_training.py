@@ -134,7 +134,7 @@ def finished_run(tiny_demo, tmp_path_factory):
     # Two phases: backbones frozen in epoch 1, trained in epoch 2.
     overrides = [*FAST, "tensorboard=true", "freeze_backbone_epochs=1"]
     config = resolve_config("defax_nano", None, overrides, {"data": str(tiny_demo), "epochs": 2, "output": str(output)})
-    return train(config)
+    return train(config).run_dir
 
 
 def test_run_directory_holds_every_artefact(finished_run):

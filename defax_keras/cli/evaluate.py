@@ -10,12 +10,18 @@ from defax_keras.cli.common import (
 
 
 def cmd_evaluate(args) -> int:
-    from defax_keras.evaluation.evaluate import evaluate
+    from defax_keras.evaluation.evaluate import (
+        cross_dataset_markdown,
+        evaluate_datasets,
+        summary_markdown,
+    )
+    from defax_keras.models.loading import model_folder
 
-    output = evaluate(
+    output = Path(args.output) if args.output else model_folder(args.model_path) / "evaluation"
+    results = evaluate_datasets(
         args.model_path,
         args.data,
-        args.output,
+        output,
         split=args.split,
         batch_size=args.batch_size,
         threshold=args.threshold,
@@ -23,17 +29,24 @@ def cmd_evaluate(args) -> int:
         bootstrap=args.bootstrap,
         seed=args.seed,
     )
-    for report in sorted(output.rglob("report.md")):
-        print(report.read_text(encoding="utf-8").split("## Skipped")[0])
-    if (output / "cross_dataset.md").is_file():
-        print((output / "cross_dataset.md").read_text(encoding="utf-8"))
+    for name in sorted(results):
+        print(summary_markdown(results[name]))
+    if len(results) > 1:
+        print(cross_dataset_markdown(results))
     print(f"Written to {output}")
     return 0
 
-def cmd_calibrate(args) -> int:
-    from defax_keras.evaluation.calibration import calibrate
 
-    path, report = calibrate(args.model_path, args.data, args.output, batch_size=args.batch_size)
+def cmd_calibrate(args) -> int:
+    from defax_keras.evaluation.calibration import (
+        calibrate,
+        default_calibrated_path,
+        save_calibrated,
+    )
+
+    result = calibrate(args.model_path, args.data, batch_size=args.batch_size)
+    path = save_calibrated(result, args.output or default_calibrated_path(args.model_path))
+    report = result.report
     print(f"Temperature {report['temperature']:.4f} (was {report['previous_temperature']:.4g}), fitted on {report['valid']['count']} validation images")
     print(f"{'split':<8}{'':<8}{'ECE':>9}{'log loss':>10}{'Brier':>9}")
     for split in ("valid", "test"):
@@ -46,23 +59,29 @@ def cmd_calibrate(args) -> int:
 
 def cmd_robustness(args) -> int:
     from defax_keras.data.sources import load_source
-    from defax_keras.evaluation.robustness import robustness, write_robustness
+    from defax_keras.evaluation.robustness import (
+        robustness,
+        robustness_markdown,
+        write_robustness,
+    )
     from defax_keras.models.loading import load_model, model_folder
 
     model = load_model(args.model_path)
     source = load_source(args.data)
     rows = robustness(model, source, args.split, args.batch_size, args.seed)
     output = Path(args.output) if args.output else model_folder(args.model_path) / "robustness"
-    markdown = write_robustness(rows, output, title=f"({Path(source.root).name}, {args.split})")
-    print(markdown.read_text(encoding="utf-8"))
+    write_robustness(rows, output, title=f"({Path(source.root).name}, {args.split})")
+    print(robustness_markdown(rows))
     print(f"Written to {output}")
     return 0
 
-def cmd_compare(args) -> int:
-    from defax_keras.evaluation.compare import write_comparison
 
-    markdown, table = write_comparison(args.runs, args.output)
-    print(markdown.read_text(encoding="utf-8"))
+def cmd_compare(args) -> int:
+    from defax_keras.evaluation.compare import compare, write_comparison
+
+    comparison = compare(args.runs)
+    markdown, table = write_comparison(comparison, args.output)
+    print(comparison.markdown())
     print(f"Written: {markdown}, {table}")
     return 0
 

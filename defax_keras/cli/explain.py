@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -12,12 +11,12 @@ from defax_keras.cli.common import (
 
 
 def cmd_explain(args) -> int:
-    from defax_keras.explain.explain import explain
+    from defax_keras.explain.explain import explain, write_explanations
+    from defax_keras.models.loading import model_folder
 
-    output = explain(
+    result = explain(
         args.model_path,
         args.images,
-        args.output,
         methods=args.method or ["gradcam"],
         target=args.target,
         explained_class=args.explained_class,
@@ -30,7 +29,8 @@ def cmd_explain(args) -> int:
         seed=args.seed,
         progress=lambda message: print(message, file=sys.stderr),
     )
-    summary = json.loads((output / "summary.json").read_text(encoding="utf-8"))
+    output = write_explanations(result, args.output or model_folder(args.model_path) / "explanations")
+    summary = result.summary()
     print(f"{'image':<40} {'label':<11} {'verdict':<8} {'P(fake)':>8}")
     for record in summary["images"]:
         label = {0: "real", 1: "fake"}.get(record["label"], "unlabelled")

@@ -23,7 +23,7 @@ def cmd_export(args) -> int:
         calibration=args.calibration,
         calibration_images=args.calibration_images,
     )
-    for path in exported:
+    for path in exported.paths:
         print(f"Exported {path}")
     return 0
 

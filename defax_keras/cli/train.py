@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -54,11 +53,11 @@ def cmd_train(args) -> int:
     config["output"] = config["output"] or str(default_run_dir(config["model"]))
     start = time.perf_counter()
     try:
-        run_dir = train(config, resume=args.resume)
+        result = train(config, resume=args.resume)
     except KeyboardInterrupt:
         print(f"defax: interrupted; continue with: defax train --resume --output {config['output']}", file=sys.stderr)
         return 130
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics, run_dir = result.metrics, result.run_dir
     print(f"\nRun directory: {run_dir}  ({(time.perf_counter() - start) / 60:.1f} min)")
     test = metrics.get("test")
     if test:

@@ -183,6 +183,18 @@ def make_dataset(
         manifest_dir: forwarded to `load_source` (where an unsplit dataset's
             split is saved).
 
+    Returns:
+        A `tf.data.Dataset` of `(images, labels)`: float32 RGB pixels in [0, 255]
+        `[B, image_size, image_size, 3]` and labels (0 = real, 1 = fake). It feeds
+        `model.fit` on every Keras backend.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> train = dk.make_dataset(data, "train", image_size=112, batch_size=8, seed=0)
+        >>> images, labels = next(iter(train))
+        >>> tuple(images.shape), tuple(labels.shape)
+        ((8, 112, 112, 3), (8,))
+
     Bad files are skipped and logged (`DataSource.skipped` lists them): the
     header scan catches empty, truncated and non-image files; an unshuffled
     (evaluation) pass also decodes every file once beforehand (cached), so it

@@ -8,6 +8,7 @@ layer, so export, serving and the web app use it without knowing about it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -78,16 +79,43 @@ def _p_fake(logits, temperature):
     return np.exp(log_softmax(logits / temperature, axis=1))[:, 1]
 
 
-def calibrate(model_path, data, output=None, batch_size: int = 32) -> tuple[Path, dict]:
-    """Fit T on `data`'s validation split, save the calibrated model; return its path and the report."""
-    from defax_keras.data.sources import load_source
-    from defax_keras.models.loading import load_model
+@dataclasses.dataclass
+class CalibrationResult:
+    """A fitted temperature, the calibrated copy of the model, and ECE / log loss / Brier before and after."""
 
-    model = load_model(model_path)
+    model: object
+    """The calibrated `keras.Model` (the original with a `TemperatureScaling` layer before its softmax)."""
+    temperature: float
+    report: dict
+    """`temperature`, `previous_temperature`, `data`, and per split `count`, `before`, `after` scores."""
+
+
+def calibrate(model, data, batch_size: int = 32) -> CalibrationResult:
+    """Fit temperature scaling on `data`'s validation split (minimum log loss); accuracy at 0.5 is unchanged.
+
+    Args:
+        model: a detector (`keras.Model`) or the path of a saved one.
+        data: a dataset with a validation split (folder, CSV manifest or `demo`).
+
+    Returns:
+        A `CalibrationResult`; `save_calibrated(result, path)` writes the model and its report.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> result = dk.calibrate(run_dir, data)
+        >>> result.model.temperature == result.temperature > 0
+        True
+        >>> dk.save_calibrated(result, "calibrated.keras")      # the model, and its report as calibrated.json
+        PosixPath('calibrated.keras')
+    """
+    from defax_keras.data.sources import load_source
+    from defax_keras.models.loading import as_model
+
+    model, model_path = as_model(model)
     try:
         to_logits = logits_model(model)
     except ValueError:
-        raise DefaxError(f"{model_path} has no 'head' layer giving logits; only DeFaX-Keras models can be calibrated") from None
+        raise DefaxError(f"{model_path or model.name} has no 'head' layer giving logits; only DeFaX-Keras models can be calibrated") from None
     source = load_source(data)
     if "valid" not in source.splits:
         raise DefaxError(f"calibration needs a validation split; {source.root} has: {', '.join(source.splits)}")
@@ -105,11 +133,21 @@ def calibrate(model_path, data, output=None, batch_size: int = 32) -> tuple[Path
             "before": calibration_scores(split_data[1], _p_fake(split_data[0], current)),
             "after": calibration_scores(split_data[1], _p_fake(split_data[0], temperature)),
         }
+    return CalibrationResult(with_temperature(model, temperature), temperature, report)
+
+
+def default_calibrated_path(model_path) -> Path:
+    """`<model>_calibrated.keras` next to the model file (or the run directory's `model.keras`)."""
     model_path = Path(os.path.expanduser(str(model_path)))
     source_file = model_path / "model.keras" if model_path.is_dir() else model_path
-    output = Path(output) if output else source_file.with_name(source_file.stem + "_calibrated.keras")
+    return source_file.with_name(source_file.stem + "_calibrated.keras")
+
+
+def save_calibrated(result: CalibrationResult, output) -> Path:
+    """Save the calibrated model to `output` (.keras) and its report beside it (.json); returns the model path."""
+    output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    with_temperature(model, temperature).save(output)
-    report["model"] = str(output)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    return output, report
+    result.model.save(output)
+    result.report["model"] = str(output)
+    output.with_suffix(".json").write_text(json.dumps(result.report, indent=2), encoding="utf-8")
+    return output

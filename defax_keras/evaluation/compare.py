@@ -9,6 +9,7 @@ training time), written as Markdown and CSV.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -76,17 +77,46 @@ def to_markdown(runs: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(run_dirs, output_dir) -> tuple[Path, Path]:
+@dataclasses.dataclass
+class Comparison:
+    """Finished runs side by side: each run's `metrics.json` (with its folder under `run`)."""
+
+    runs: list[dict]
+
+    def rows(self) -> list[list]:
+        return comparison_rows(self.runs)
+
+    def markdown(self) -> str:
+        return to_markdown(self.runs)
+
+
+def compare(run_dirs) -> Comparison:
+    """The paper's comparison table of finished runs (their test metrics), in the given order.
+
+    Args:
+        run_dirs: run directories written by `defax train` (each with a `metrics.json` holding test metrics).
+
+    Returns:
+        A `Comparison`: `.rows()` raw values, `.markdown()` the table; `write_comparison` writes both files.
+
+    Example:
+        >>> from defax_keras.evaluation.compare import compare
+        >>> compare([run_dir]).rows()[0][0]                     # one row per run, the model's name first
+        'simple_cnn_nano'
+    """
+    return Comparison(read_runs(run_dirs))
+
+
+def write_comparison(comparison: Comparison, output_dir) -> tuple[Path, Path]:
     """Write `comparison.md` and `comparison.csv` (raw values, plus each run's folder)."""
-    runs = read_runs(run_dirs)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     markdown = output_dir / "comparison.md"
-    markdown.write_text(to_markdown(runs), encoding="utf-8")
+    markdown.write_text(comparison.markdown(), encoding="utf-8")
     table = output_dir / "comparison.csv"
     with table.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([header for header, *_ in COLUMNS] + ["Run"])
-        for run, row in zip(runs, comparison_rows(runs)):
+        for run, row in zip(comparison.runs, comparison.rows()):
             writer.writerow(["" if value is None else value for value in row] + [run["run"]])
     return markdown, table

@@ -1,6 +1,7 @@
 """`defax evaluate`: a saved model on one or more datasets, with every metric, plot and file a paper needs.
 
-Per dataset: `predictions.csv` (`path,label,p_fake,pred`, 0 = real, 1 = fake),
+`evaluate` computes and returns an `EvaluationResult`; `write_evaluation`
+writes it. Per dataset: `predictions.csv` (`path,label,p_fake,pred`, 0 = real, 1 = fake),
 `metrics.json` (at threshold 0.5, at the threshold chosen on the validation
 split when there is one, and at the operating threshold used for `pred`;
 bootstrap intervals; skipped files),
@@ -11,6 +12,7 @@ paper's cross-dataset table (`cross_dataset.md` / `.csv`).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -19,10 +21,14 @@ import numpy as np
 
 from defax_keras.data.manifest import split_from_name
 from defax_keras.errors import DefaxError
-from defax_keras.models.loading import load_model, model_folder
-from defax_keras.models.scoring import predict_split
-from defax_keras.metrics import bootstrap_intervals, choose_threshold, classification_metrics
 from defax_keras.evaluation.plots import plot_evaluation
+from defax_keras.metrics import (
+    bootstrap_intervals,
+    choose_threshold,
+    classification_metrics,
+)
+from defax_keras.models.loading import as_model
+from defax_keras.models.scoring import predict_split
 
 logger = logging.getLogger(__name__)
 
@@ -35,42 +41,102 @@ def write_predictions(path: Path, samples, p_fake, threshold: float) -> None:
             writer.writerow([sample.path, sample.label, f"{score:.6f}", int(score >= threshold)])
 
 
+METRIC_ROWS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
+               "log_loss", "brier", "cohen_kappa", "eer", "ece", "real_accuracy", "fake_accuracy")
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """One model on one dataset: its scores and every metric, before anything is written."""
+
+    model: str
+    data: str
+    layout: str
+    split: str
+    samples: list
+    p_fake: np.ndarray
+    at_default: dict
+    """Metrics at threshold 0.5."""
+    validation_threshold: float | None
+    threshold_method: str | None
+    at_validation_threshold: dict | None
+    operating_threshold: float
+    at_operating_threshold: dict
+    bootstrap: dict | None
+    skipped: list[dict]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=np.int64)
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
+
+    @property
+    def metrics(self) -> dict:
+        """The metrics at the operating threshold (the one `pred` uses)."""
+        return self.at_operating_threshold
+
+    def to_dict(self) -> dict:
+        """The content of `metrics.json`."""
+        return {
+            "model": self.model,
+            "data": self.data,
+            "layout": self.layout,
+            "split": self.split,
+            "count": self.count,
+            "at_0.5": self.at_default,
+            "validation_threshold": self.validation_threshold,
+            "threshold_method": self.threshold_method,
+            "at_validation_threshold": self.at_validation_threshold,
+            "operating_threshold": self.operating_threshold,
+            "at_operating_threshold": self.at_operating_threshold,
+            "bootstrap": self.bootstrap,
+            "skipped": self.skipped,
+        }
+
+
 def _format(value) -> str:
     if value is None:
         return "n/a"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def _report(result: dict, figures: dict) -> str:
+def summary_markdown(result: EvaluationResult) -> str:
+    """The head of `report.md`: data, the metric table at each threshold, intervals, confusion matrix."""
     lines = [
-        f"# Evaluation of {result['model']}",
+        f"# Evaluation of {result.model}",
         "",
-        f"Data: `{result['data']}` (layout {result['layout']}), split `{result['split']}`, {result['count']} images",
+        f"Data: `{result.data}` (layout {result.layout}), split `{result.split}`, {result.count} images",
         "",
     ]
-    columns = [("threshold 0.5", result["at_0.5"])]
-    if result["at_validation_threshold"]:
-        columns.append((f"threshold {result['validation_threshold']:.4g} ({result['threshold_method']} on valid)", result["at_validation_threshold"]))
-    if result["operating_threshold"] not in (0.5, result["validation_threshold"]):
-        columns.append((f"threshold {result['operating_threshold']:.4g} (given)", result["at_operating_threshold"]))
+    columns = [("threshold 0.5", result.at_default)]
+    if result.at_validation_threshold:
+        columns.append((f"threshold {result.validation_threshold:.4g} ({result.threshold_method} on valid)", result.at_validation_threshold))
+    if result.operating_threshold not in (0.5, result.validation_threshold):
+        columns.append((f"threshold {result.operating_threshold:.4g} (given)", result.at_operating_threshold))
     lines.append("| metric | " + " | ".join(name for name, _ in columns) + " |")
     lines.append("|---|" + "---|" * len(columns))
-    for key in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "average_precision",
-                "log_loss", "brier", "cohen_kappa", "eer", "ece", "real_accuracy", "fake_accuracy"):
+    for key in METRIC_ROWS:
         lines.append(f"| {key.replace('_', ' ')} | " + " | ".join(_format(m[key]) for _, m in columns) + " |")
-    intervals = result["bootstrap"]
+    intervals = result.bootstrap
     if intervals:
         level = int(intervals["level"] * 100)
         for key in ("accuracy", "roc_auc"):
             if intervals[key]:
                 low, high = intervals[key]
                 lines.append(f"\n{level}% bootstrap interval of {key.replace('_', ' ')} ({intervals['resamples']} resamples): [{low:.4f}, {high:.4f}]")
-    lines += ["", f"Confusion matrix at 0.5 (rows true real/fake, columns predicted real/fake): {result['at_0.5']['confusion_matrix']}", ""]
-    skipped = result["skipped"]
-    lines.append(f"## Skipped files: {len(skipped)}")
-    lines += [f"- `{item['path']}`: {item['reason']}" for item in skipped]
-    lines += ["", "## Figures", ""] + [f"![{name}]({path.name})" for name, path in figures.items()]
+    lines += ["", f"Confusion matrix at 0.5 (rows true real/fake, columns predicted real/fake): {result.at_default['confusion_matrix']}", ""]
     return "\n".join(lines) + "\n"
+
+
+def report_markdown(result: EvaluationResult, figures: dict) -> str:
+    """`report.md`: the summary, every skipped file with its reason, and the figures."""
+    lines = [f"## Skipped files: {len(result.skipped)}"]
+    lines += [f"- `{item['path']}`: {item['reason']}" for item in result.skipped]
+    lines += ["", "## Figures", ""] + [f"![{name}]({Path(path).name})" for name, path in figures.items()]
+    return summary_markdown(result) + "\n".join(lines) + "\n"
 
 
 def _threshold_value(threshold) -> float:
@@ -83,14 +149,35 @@ def _threshold_value(threshold) -> float:
     return value
 
 
-def evaluate_dataset(model, data, output_dir, *, split="test", batch_size=32, threshold="0.5",
-                     threshold_method="eer", bootstrap=1000, seed=0, model_name="model") -> dict:
-    """Evaluate `model` on one dataset and write its files into `output_dir`."""
-    from defax_keras.data.sources import load_source
+def evaluate(model, data, *, split: str = "test", batch_size: int = 32, threshold="0.5", threshold_method: str = "eer",
+             bootstrap: int = 1000, seed: int = 0, model_name: str | None = None, manifest_dir=None) -> EvaluationResult:
+    """Score a detector on one dataset: metrics at 0.5, at a threshold chosen on validation data, and at the operating one.
 
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    source = load_source(data, manifest_dir=output_dir)
+    Args:
+        model: a detector (`keras.Model`) or the path of a saved one (`.keras`, run directory).
+        data: a dataset folder, CSV manifest or `demo` (anything `load_source` reads).
+        split: the split to score (default `test`).
+        threshold: the operating threshold in [0, 1], or `auto` (chosen on the validation split).
+        threshold_method: how `auto` chooses: `eer` or `youden`.
+        bootstrap: resamples for the accuracy and ROC AUC intervals (0: none).
+        manifest_dir: where a split manifest of an unsplit folder is kept (default: next to the data).
+
+    Returns:
+        An `EvaluationResult`; `write_evaluation(result, folder)` writes its files.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> result = dk.evaluate(run_dir, data, bootstrap=0)   # a model or its path; a dataset
+        >>> result.split, result.count
+        ('test', 16)
+        >>> 0.0 <= result.metrics["accuracy"] <= 1.0           # at the operating threshold
+        True
+        >>> dk.write_evaluation(result, "evaluation")          # predictions.csv, metrics.json, report.md, figures
+        PosixPath('evaluation')
+    """
+    from defax_keras.data.sources import load_source
+    model, model_path = as_model(model)
+    source = load_source(data, manifest_dir=manifest_dir)
     chosen = None
     if "valid" in source.splits and split_from_name(split) != "valid":
         valid_samples, valid_scores = predict_split(model, source, "valid", batch_size)
@@ -102,55 +189,67 @@ def evaluate_dataset(model, data, output_dir, *, split="test", batch_size=32, th
         raise DefaxError(f"--threshold auto needs a validation split with both classes; {source.root} has: {', '.join(source.splits)}")
     samples, p_fake = predict_split(model, source, split, batch_size)
     labels = np.array([s.label for s in samples])
-    result = {
-        "model": model_name,
-        "data": source.root,
-        "layout": source.layout,
-        "split": split,
-        "count": len(samples),
-        "at_0.5": classification_metrics(labels, p_fake, 0.5),
-        "validation_threshold": chosen,
-        "threshold_method": threshold_method if chosen is not None else None,
-        "at_validation_threshold": classification_metrics(labels, p_fake, chosen) if chosen is not None else None,
-        "operating_threshold": operating,
-        "at_operating_threshold": classification_metrics(labels, p_fake, operating),
-        "bootstrap": bootstrap_intervals(labels, p_fake, operating, resamples=bootstrap, seed=seed) if bootstrap else None,
-        "skipped": [{"path": s.path, "reason": s.reason, "split": s.split} for s in source.skipped],
-    }
-    write_predictions(output_dir / "predictions.csv", samples, p_fake, operating)
-    (output_dir / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    figures = plot_evaluation(labels, p_fake, operating, output_dir, title=f"({Path(source.root).name})")
-    (output_dir / "report.md").write_text(_report(result, figures), encoding="utf-8")
-    if source.skipped:
-        logger.warning("%d file(s) skipped: listed in %s", len(source.skipped), output_dir / "report.md")
-    return result
+    return EvaluationResult(
+        model=model_name or str(model_path if model_path is not None else model.name),
+        data=source.root,
+        layout=source.layout,
+        split=split,
+        samples=samples,
+        p_fake=p_fake,
+        at_default=classification_metrics(labels, p_fake, 0.5),
+        validation_threshold=chosen,
+        threshold_method=threshold_method if chosen is not None else None,
+        at_validation_threshold=classification_metrics(labels, p_fake, chosen) if chosen is not None else None,
+        operating_threshold=operating,
+        at_operating_threshold=classification_metrics(labels, p_fake, operating),
+        bootstrap=bootstrap_intervals(labels, p_fake, operating, resamples=bootstrap, seed=seed) if bootstrap else None,
+        skipped=[{"path": s.path, "reason": s.reason, "split": s.split} for s in source.skipped],
+    )
+
+
+def write_evaluation(result: EvaluationResult, output_dir) -> Path:
+    """Write `predictions.csv`, `metrics.json`, the figures and `report.md` into `output_dir`; returns it."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(output_dir / "predictions.csv", result.samples, result.p_fake, result.operating_threshold)
+    (output_dir / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    figures = plot_evaluation(result.labels, result.p_fake, result.operating_threshold, output_dir, title=f"({Path(result.data).name})")
+    (output_dir / "report.md").write_text(report_markdown(result, figures), encoding="utf-8")
+    if result.skipped:
+        logger.warning("%d file(s) skipped: listed in %s", len(result.skipped), output_dir / "report.md")
+    return output_dir
 
 
 CROSS_COLUMNS = ("dataset", "real_accuracy", "fake_accuracy", "accuracy", "roc_auc")
 
 
-def cross_dataset_table(results: dict[str, dict], output_dir) -> Path:
-    """The paper's cross-dataset table (real / fake / overall accuracy, AUC) at each run's operating threshold."""
+def _cross_rows(results: dict[str, EvaluationResult]) -> list[list]:
+    return [[name] + [result.metrics[key] for key in CROSS_COLUMNS[1:]] for name, result in results.items()]
+
+
+def cross_dataset_markdown(results: dict[str, EvaluationResult]) -> str:
+    """The paper's cross-dataset table (real / fake / overall accuracy, AUC) at each result's operating threshold."""
+    lines = ["| Dataset | Real accuracy | Fake accuracy | Overall accuracy | ROC AUC |", "|---|---|---|---|---|"]
+    for name, *values in _cross_rows(results):
+        cells = ["n/a" if v is None else (f"{v:.2%}" if i < 3 else f"{v:.4f}") for i, v in enumerate(values)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_cross_dataset(results: dict[str, EvaluationResult], output_dir) -> Path:
+    """`cross_dataset.csv` and `cross_dataset.md`; returns the Markdown file."""
     output_dir = Path(output_dir)
-    rows = []
-    for name, result in results.items():
-        metrics = result["at_operating_threshold"]
-        rows.append([name] + [metrics[key] for key in CROSS_COLUMNS[1:]])
     with (output_dir / "cross_dataset.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(CROSS_COLUMNS)
-        writer.writerows(rows)
-    header = "| Dataset | Real accuracy | Fake accuracy | Overall accuracy | ROC AUC |"
-    lines = [header, "|---|---|---|---|---|"]
-    for name, *values in rows:
-        cells = ["n/a" if v is None else (f"{v:.2%}" if i < 3 else f"{v:.4f}") for i, v in enumerate(values)]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        writer.writerows(_cross_rows(results))
     path = output_dir / "cross_dataset.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(cross_dataset_markdown(results), encoding="utf-8")
     return path
 
 
-def _dataset_names(datasets) -> list[str]:
+def dataset_names(datasets) -> list[str]:
+    """A short, unique name per dataset (its folder name; `-2`, `-3` for repeats)."""
     names, seen = [], {}
     for data in datasets:
         base = "demo" if str(data) == "demo" else (Path(str(data)).name or "data")
@@ -159,15 +258,17 @@ def _dataset_names(datasets) -> list[str]:
     return names
 
 
-def evaluate(model_path, datasets, output_dir=None, **options) -> Path:
-    """Evaluate a saved model on each dataset; returns the output folder."""
-    model = load_model(model_path)
-    output_dir = Path(output_dir) if output_dir else model_folder(model_path) / "evaluation"
+def evaluate_datasets(model, datasets, output_dir, **options) -> dict[str, EvaluationResult]:
+    """`evaluate` on each dataset, written to `output_dir` (one folder each when several, plus the cross-dataset table)."""
+    model, model_path = as_model(model)
+    options.setdefault("model_name", str(model_path) if model_path is not None else model.name)
+    output_dir = Path(output_dir)
     results = {}
-    names = _dataset_names(datasets)
-    for name, data in zip(names, datasets):
+    for name, data in zip(dataset_names(datasets), datasets):
         folder = output_dir if len(datasets) == 1 else output_dir / name
-        results[name] = evaluate_dataset(model, data, folder, model_name=str(model_path), **options)
+        folder.mkdir(parents=True, exist_ok=True)
+        results[name] = evaluate(model, data, manifest_dir=folder, **options)
+        write_evaluation(results[name], folder)
     if len(datasets) > 1:
-        cross_dataset_table(results, output_dir)
-    return output_dir
+        write_cross_dataset(results, output_dir)
+    return results

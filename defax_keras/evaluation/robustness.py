@@ -110,6 +110,15 @@ def robustness(model, source, split: str = "test", batch_size: int = 32, seed: i
     return rows
 
 
+def robustness_markdown(rows: list[dict]) -> str:
+    """The table of accuracy, ROC AUC and per-class accuracy under each corruption."""
+    lines = ["| Corruption | Level | Accuracy | ROC AUC | Real accuracy | Fake accuracy |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        cells = ["n/a" if row[k] is None else f"{row[k]:.4f}" for k in ("accuracy", "roc_auc", "real_accuracy", "fake_accuracy")]
+        lines.append(f"| {row['corruption']} | {'' if row['level'] is None else row['level']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_robustness(rows: list[dict], output_dir, title: str = "") -> Path:
     """`robustness.json`, `.csv`, `.md` and a line plot of accuracy per corruption family."""
     output_dir = Path(output_dir)
@@ -120,12 +129,8 @@ def write_robustness(rows: list[dict], output_dir, title: str = "") -> Path:
         writer = csv.DictWriter(handle, keys)
         writer.writeheader()
         writer.writerows(rows)
-    lines = ["| Corruption | Level | Accuracy | ROC AUC | Real accuracy | Fake accuracy |", "|---|---|---|---|---|---|"]
-    for row in rows:
-        cells = ["n/a" if row[k] is None else f"{row[k]:.4f}" for k in ("accuracy", "roc_auc", "real_accuracy", "fake_accuracy")]
-        lines.append(f"| {row['corruption']} | {'' if row['level'] is None else row['level']} | " + " | ".join(cells) + " |")
     markdown = output_dir / "robustness.md"
-    markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    markdown.write_text(robustness_markdown(rows), encoding="utf-8")
 
     from defax_keras.plotting import pyplot, save_figure
 

@@ -18,6 +18,7 @@ A column is a method at a target: `gradcam-local`, `gradcam-global`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -28,13 +29,35 @@ from pathlib import Path
 import numpy as np
 
 from defax_keras.constants import CLASS_NAMES
-from defax_keras.data.files import ImageFileError, collect_image_files, label_from_path, load_image
+from defax_keras.data.files import (
+    ImageFileError,
+    collect_image_files,
+    label_from_path,
+    load_image,
+)
 from defax_keras.errors import DefaxError
 from defax_keras.explain import faithfulness as faith
-from defax_keras.explain.cam import CAM_METHODS, SCORE_CAM_MAPS, keras_grad_cam, tf_keras_vis_cam, upsample
-from defax_keras.explain.figures import caption, overlay, save_faithfulness_plot, save_grid, save_overlay
+from defax_keras.explain.cam import (
+    CAM_METHODS,
+    SCORE_CAM_MAPS,
+    keras_grad_cam,
+    tf_keras_vis_cam,
+    upsample,
+)
+from defax_keras.explain.figures import (
+    caption,
+    overlay,
+    save_faithfulness_plot,
+    save_grid,
+    save_overlay,
+)
 from defax_keras.explain.lime import LIME_SAMPLES, lime_explanation, top_superpixels
-from defax_keras.explain.model import attention_model, build_explain_model, explain_targets, resolve_targets
+from defax_keras.explain.model import (
+    attention_model,
+    build_explain_model,
+    explain_targets,
+    resolve_targets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -195,10 +218,59 @@ def _load_images(inputs, image_size: int, max_images: int | None):
     return np.stack(images), kept, skipped, ignored
 
 
+@dataclasses.dataclass
+class ExplanationResult:
+    """What `explain` computed: per image its verdict and, per column (method and branch), raw and drawable maps.
+
+    `raw_maps[name]` is `[B, h, w]` (CAMs, attention) or `[B, S, S]` (LIME);
+    `heat_maps[name]` is `[B, S, S]` in [0, 1], aligned with `pixels`.
+    `write_explanations` turns it into files.
+    """
+
+    model_name: str
+    model_path: str | None
+    image_size: int
+    columns: list[str]
+    explained_class: str
+    lime_samples: int | None
+    records: list[dict]
+    pixels: np.ndarray
+    raw_maps: dict[str, np.ndarray]
+    heat_maps: dict[str, np.ndarray]
+    skipped: list[dict]
+    ignored_files: list[str]
+    faithfulness: dict | None = None
+    """The full deletion/insertion report (curves included), when asked for."""
+
+    def summary(self) -> dict:
+        """The content of `summary.json`: images with verdicts and files, skipped files, faithfulness AUCs."""
+        images = []
+        for record in self.records:
+            files = {name: f"{record['folder']}/{name}.png" for name in self.columns}
+            images.append({**{k: v for k, v in record.items() if k != "index"}, "files": files})
+        summary = {
+            "model": self.model_name,
+            "model_path": self.model_path,
+            "image_size": self.image_size,
+            "columns": self.columns,
+            "explained_class": self.explained_class,
+            "lime_samples": self.lime_samples,
+            "images": images,
+            "skipped": self.skipped,
+            "ignored_files": len(self.ignored_files),
+        }
+        if self.faithfulness is not None:
+            summary["faithfulness"] = {
+                group: {name: {k: v for k, v in values.items() if k not in ("deletion", "insertion")} for name, values in methods.items()}
+                for group, methods in self.faithfulness.items()
+                if isinstance(methods, dict)
+            }
+        return summary
+
+
 def explain(
-    model_path,
+    model,
     images,
-    output=None,
     methods=("gradcam",),
     target: str = "both",
     explained_class: str = "predicted",
@@ -210,9 +282,31 @@ def explain(
     max_images: int | None = None,
     seed: int = 0,
     progress=None,
-) -> Path:
-    """Explain `images` (files or folders) with `model_path`'s model; returns the output folder."""
-    from defax_keras.models.loading import load_model, model_folder
+) -> ExplanationResult:
+    """Explain a model's verdicts on image files with class-activation maps, LIME or cross-attention.
+
+    Args:
+        model: a detector (`keras.Model`) or the path of a saved one (`.keras`, run directory).
+        images: image files and folders (walked recursively; labels from folder names real/fake when present).
+        methods: any of `gradcam`, `gradcam++`, `scorecam`, `lime`, `attention`, or `all`.
+        target: `local`, `global` or `both` (the branches class-activation maps are taken at).
+        explained_class: `predicted`, `real` or `fake`.
+        faithfulness: also compute deletion/insertion curves against a random map.
+
+    Returns:
+        An `ExplanationResult`; `write_explanations(result, folder)` writes overlays, maps, the grid and summary.json.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> result = dk.explain(run_dir, images, methods=["gradcam"])
+        >>> result.columns
+        ['gradcam-local']
+        >>> result.heat_maps["gradcam-local"].shape            # [images, height, width] in [0, 1]
+        (2, 112, 112)
+        >>> dk.write_explanations(result, "explanations")       # overlays, raw maps, grid.png, summary.json
+        PosixPath('explanations')
+    """
+    from defax_keras.models.loading import as_model
 
     if explained_class not in ("predicted", *CLASS_CHOICES):
         raise DefaxError(f"--class must be predicted, real or fake, not {explained_class!r}")
@@ -220,10 +314,8 @@ def explain(
         raise DefaxError(f"faithfulness baseline must be one of {', '.join(faith.BASELINES)}, not {faithfulness_baseline!r}")
     if lime_samples < 10:
         raise DefaxError(f"--lime-samples must be at least 10, got {lime_samples}")
-    model = load_model(model_path)
+    model, model_path = as_model(model)
     columns = resolve_methods(model, methods, target)
-    output = Path(output) if output else model_folder(model_path) / "explanations"
-    output.mkdir(parents=True, exist_ok=True)
     size = model.image_size
     pixels, paths, skipped, ignored = _load_images(images, size, max_images)
     explainer = Explainer(model, batch_size, lime_samples, score_cam_maps, seed)
@@ -243,49 +335,68 @@ def explain(
                 "explained_class": CLASS_NAMES[classes[index]],
                 "group": _group(label, int(predicted[index])),
                 "folder": f"{index:03d}_{_safe_stem(path)}",
-                "files": {},
             }
         )
-    pictures, heats = {}, {}
+    raw_maps, heats = {}, {}
     for method, map_target in columns:
         name = column_name(method, map_target)
         if progress:
             progress(f"{name}: {len(paths)} image(s)")
-        raw = explainer.raw_maps(method, map_target, pixels, classes)
-        heat = explainer.heat(method, raw, size)
-        heats[name] = heat
-        for record in records:
-            i = record["index"]
-            folder = output / record["folder"]
-            folder.mkdir(exist_ok=True)
-            outline = top_superpixels(raw[i]) if method == "lime" else None
-            pictures[(i, name)] = overlay(pixels[i], heat[i], outline)
-            np.save(folder / f"{name}.npy", raw[i])
-            save_overlay(folder / f"{name}.png", pictures[(i, name)], f"{name} for class {record['explained_class']}", caption(record))
-            record["files"][name] = f"{record['folder']}/{name}.png"
+        raw_maps[name] = explainer.raw_maps(method, map_target, pixels, classes)
+        heats[name] = explainer.heat(method, raw_maps[name], size)
     names = [column_name(m, t) for m, t in columns]
-    originals = {r["index"]: pixels[r["index"]] for r in records}
-    save_grid(output / "grid.png", _grid_rows(records), names, pictures, originals, f"{model.name}: explanations of the predicted class" if explained_class == "predicted" else f"{model.name}: explanations of class {explained_class}")
-    summary = {
-        "model": model.name,
-        "model_path": str(model_path),
-        "image_size": size,
-        "columns": names,
-        "explained_class": explained_class,
-        "lime_samples": lime_samples if "lime" in names else None,
-        "images": [{k: v for k, v in r.items() if k != "index"} for r in records],
-        "skipped": skipped,
-        "ignored_files": len(ignored),
-    }
+    report = None
     if faithfulness:
         if progress:
             progress("faithfulness: deletion and insertion curves")
-        summary["faithfulness"] = _faithfulness(explainer, model, pixels, classes, heats, output, seed, faithfulness_baseline)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        report = _faithfulness(explainer, model, pixels, classes, heats, seed, faithfulness_baseline)
+    return ExplanationResult(
+        model_name=model.name,
+        model_path=None if model_path is None else str(model_path),
+        image_size=size,
+        columns=names,
+        explained_class=explained_class,
+        lime_samples=lime_samples if "lime" in names else None,
+        records=records,
+        pixels=pixels,
+        raw_maps=raw_maps,
+        heat_maps=heats,
+        skipped=skipped,
+        ignored_files=ignored,
+        faithfulness=report,
+    )
+
+
+def write_explanations(result: ExplanationResult, output) -> Path:
+    """Per image and column an overlay PNG and the raw map (.npy), `grid.png`, `summary.json`, faithfulness files."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    pictures = {}
+    for name in result.columns:
+        raw, heat = result.raw_maps[name], result.heat_maps[name]
+        for record in result.records:
+            i = record["index"]
+            folder = output / record["folder"]
+            folder.mkdir(exist_ok=True)
+            outline = top_superpixels(raw[i]) if name == "lime" else None
+            pictures[(i, name)] = overlay(result.pixels[i], heat[i], outline)
+            np.save(folder / f"{name}.npy", raw[i])
+            save_overlay(folder / f"{name}.png", pictures[(i, name)], f"{name} for class {record['explained_class']}", caption(record))
+    originals = {r["index"]: result.pixels[r["index"]] for r in result.records}
+    title = (
+        f"{result.model_name}: explanations of the predicted class"
+        if result.explained_class == "predicted"
+        else f"{result.model_name}: explanations of class {result.explained_class}"
+    )
+    save_grid(output / "grid.png", _grid_rows(result.records), result.columns, pictures, originals, title)
+    if result.faithfulness is not None:
+        (output / "faithfulness.json").write_text(json.dumps(result.faithfulness, indent=2), encoding="utf-8")
+        save_faithfulness_plot(output / "faithfulness.png", result.faithfulness["all"])
+    (output / "summary.json").write_text(json.dumps(result.summary(), indent=2), encoding="utf-8")
     return output
 
 
-def _faithfulness(explainer, model, pixels, classes, heats, output: Path, seed: int, baseline: str) -> dict:
+def _faithfulness(explainer, model, pixels, classes, heats, seed: int, baseline: str) -> dict:
     size = model.image_size
     targets = explain_targets(model)
     grid = tuple(explainer.explain_model(targets[0]).get_layer("feature_map").output.shape[1:3]) if targets else (7, 7)
@@ -303,10 +414,4 @@ def _faithfulness(explainer, model, pixels, classes, heats, output: Path, seed: 
     for group, chosen in groups.items():
         if chosen.any():
             report[group] = faith.summarize({name: [c for c, keep in zip(curves, chosen) if keep] for name, curves in per_method.items()})
-    (output / "faithfulness.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    save_faithfulness_plot(output / "faithfulness.png", report["all"])
-    return {
-        group: {name: {k: v for k, v in values.items() if k not in ("deletion", "insertion")} for name, values in summary.items()}
-        for group, summary in report.items()
-        if isinstance(summary, dict)
-    }
+    return report

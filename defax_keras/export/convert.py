@@ -8,7 +8,7 @@ could not convert).
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import logging
 import os
 import re
@@ -144,7 +144,7 @@ def export_onnx(model, output, pixels) -> list[tuple[Path, float]]:
     statistics and Swin's window masks as extra inputs).
     """
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401  (checked here so the error names the extra)
         import tf2onnx
     except ImportError as exc:
         raise DefaxError(f"ONNX export needs tf2onnx and onnxruntime ({exc.name} is missing): pip install 'defax-keras[onnx]'") from exc
@@ -246,6 +246,16 @@ def check_export_options(fmt: str, quantize: str | None = None, calibration=None
         raise DefaxError(f"--calibration-images must be positive, got {calibration_images}")
 
 
+@dataclasses.dataclass
+class ExportResult:
+    """The files an export wrote and each one's largest |P(fake) - Keras| on the check images (None: not checkable here)."""
+
+    format: str
+    paths: list[Path]
+    max_differences: dict[str, float | None]
+    check_images: int
+
+
 def export(
     model,
     output,
@@ -255,15 +265,34 @@ def export(
     quantize: str | None = None,
     calibration=None,
     calibration_images: int = 128,
-) -> list[Path]:
-    """Write `model` in `fmt` under `output`; logs each file's parity with the Keras model.
+) -> ExportResult:
+    """Write `model` in `fmt` under `output` and run each file against the Keras model.
+
+    Args:
+        model: a detector (`keras.Model`) or the path of a saved one.
+        output: the export base folder (SavedModel versions go in numbered subfolders).
+        fmt: `saved_model`, `tflite` or `onnx`.
+
+    Returns:
+        An `ExportResult` with the paths written and their differences from Keras.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> result = dk.export(run_dir, "exports", "saved_model")
+        >>> result.paths                                        # TF Serving's versioned layout
+        [PosixPath('exports/1')]
+        >>> result.max_differences["exports/1"] <= 1e-4         # P(fake) against the Keras model
+        True
 
     `quantize="int8"` (ONNX only) also writes `<name>.int8.onnx`, calibrated
     on `calibration_images` train (else valid) images of the dataset
     `calibration` and compared with the float32 file on as many images of
     another split (test, else valid).
     """
+    from defax_keras.models.loading import as_model
+
     check_export_options(fmt, quantize, calibration, calibration_images)
+    model, _ = as_model(model)
     quantize = None if quantize == "none" else quantize
     pixels = check_pixels(model.image_size)
     if fmt == "saved_model":
@@ -279,7 +308,7 @@ def export(
             logger.warning("%s: not checked (it needs the Flex delegate, which this Python runtime lacks)", path)
         else:
             logger.info("%s: max |P(fake) - Keras| = %.2g on %d check images", path, difference, len(pixels))
-    return [path for path, _ in results]
+    return ExportResult(fmt, [path for path, _ in results], {str(path): difference for path, difference in results}, len(pixels))
 
 
 def _quantized_onnx(path, model, pixels, calibration, count: int) -> tuple[Path, float]:

@@ -29,7 +29,9 @@ def load_model(model_path):
 
     Example:
         >>> import defax_keras as dk
-        >>> model = dk.load_model("runs/defax_nano-demo")  # doctest: +SKIP
+        >>> model = dk.load_model(run_dir)                      # or a .keras file
+        >>> model.output_shape                                  # [P(real), P(fake)]
+        (None, 2)
     """
     import keras
 
@@ -44,3 +46,10 @@ def load_model(model_path):
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a model we can load"
         raise DefaxError(f"cannot load {path} as a Keras model: {str(exc).strip().splitlines()[0][:200]}") from exc
+
+
+def as_model(model_or_path):
+    """`(model, path)` for a detector or the path of a saved one (`path` is None for a model in memory)."""
+    if isinstance(model_or_path, (str, os.PathLike)):
+        return load_model(model_or_path), model_or_path
+    return model_or_path, None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import shutil
@@ -92,8 +93,8 @@ def _compile(model, optimizer, config, jit_compile):
 
 def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, float]:
     """Metrics of `model` on `split` of `source`, and inference images/s."""
-    from defax_keras.models.scoring import predict_split
     from defax_keras.metrics import classification_metrics
+    from defax_keras.models.scoring import predict_split
 
     start = time.perf_counter()
     samples, p_fake = predict_split(model, source, split, batch_size)
@@ -119,7 +120,7 @@ def _datasets(config: dict, image_size: int, run_dir: Path, completed: int):
     return source, train_data, valid_data
 
 
-def _write_results(run_dir: Path, config: dict, source, monitor: str, completed: int) -> None:
+def _write_results(run_dir: Path, config: dict, source, monitor: str, completed: int) -> dict:
     """metrics.json (test split of the best model), the final data report and the curves."""
     import keras
 
@@ -143,10 +144,35 @@ def _write_results(run_dir: Path, config: dict, source, monitor: str, completed:
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     source.write_report(run_dir / "data_report.json")  # now also lists files found bad while decoding
     plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
+    return metrics
 
 
-def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
-    """Train `config` (see `training.config.resolve_config`) and return the run directory."""
+@dataclasses.dataclass
+class TrainingResult:
+    """A finished run: where it is, what it was trained with, and what `metrics.json` holds."""
+
+    run_dir: Path
+    config: dict
+    metrics: dict
+    """Parameters, epochs, training time, the monitor and, with a test split, `test` metrics and speed."""
+
+    @property
+    def model_path(self) -> Path:
+        return self.run_dir / "model.keras"
+
+    @property
+    def test_metrics(self) -> dict | None:
+        return self.metrics.get("test")
+
+    def history(self) -> list[dict]:
+        """Per-epoch rows of `history.csv` (loss, metrics, learning rate, seconds)."""
+        from defax_keras.training.curves import read_history
+
+        return read_history(self.run_dir / "history.csv")
+
+
+def train(config: dict, *, run_dir=None, resume: bool = False) -> TrainingResult:
+    """Train `config` (see `training.config.resolve_config`); returns the finished run."""
     import keras
 
     from defax_keras.training.callbacks import build_callbacks
@@ -228,9 +254,9 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
         if not (run_dir / "model.keras").is_file():  # the monitor never improved (e.g. NaN): keep the last model
             model.save(run_dir / "model.keras")
         scope.close()
-        _write_results(run_dir, config, source, monitor, completed)
+        metrics = _write_results(run_dir, config, source, monitor, completed)
         shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
-        return run_dir
+        return TrainingResult(run_dir, config, metrics)
     finally:
         scope.close()
         keras.config.set_dtype_policy(previous_policy)
