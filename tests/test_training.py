@@ -218,19 +218,3 @@ def test_resume_after_sigkill_continues_with_the_optimizer_state(tiny_demo, tmp_
 
 
 # --------------------------------------------------------------------------- README
-
-
-def test_readme_training_snippet_runs(tiny_demo, tmp_path):
-    readme = (ROOT / "README.md").read_text()
-    snippet = re.search(r"<!-- fit-snippet -->\s*```python\n(.*?)```", readme, re.S).group(1)
-    assert len(snippet.strip().splitlines()) < 15
-    # Same code on a small scale: the nano model, the small demo set, one epoch.
-    for old, new in [('"defax"', '"defax_nano"'), ('"demo"', repr(str(tiny_demo))), ("epochs=10", "epochs=1")]:
-        assert old in snippet, old
-        snippet = snippet.replace(old, new)
-    result = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    import keras
-
-    model = keras.saving.load_model(tmp_path / "defax.keras", safe_mode=True)
-    assert model.name == "defax_nano" and int(model.optimizer.iterations) == 1  # 32 images, batch 32
