@@ -126,6 +126,37 @@ def classification_metrics(labels, p_fake, threshold: float = 0.5) -> dict:
     }
 
 
+HARD_LOG_LOSS_PER_ERROR = float(-np.log(np.finfo(np.float64).eps))
+"""36.04: the log loss of one wrong 0/1 prediction, which scikit-learn clips at float64's machine epsilon."""
+
+
+def paper_metrics(confusion_matrix, hard=("log_loss", "brier")) -> dict:
+    """Precision, recall, F1 (and, for `hard`, log loss and Brier) as the DeFaX paper's notebooks computed them.
+
+    The notebooks code fake = 0 and real = 1: their F1 is the binary F1 of the
+    *real* class; precision and recall are macro averages over both classes.
+    Log loss and Brier listed in `hard` are computed from hard 0/1
+    predictions, so they reduce to the error rate: log loss = 36.04 x error
+    rate, Brier = error rate. `confusion_matrix` is ours: rows true
+    real/fake, columns predicted real/fake.
+    """
+    matrix = np.asarray(confusion_matrix, dtype=np.float64)
+    if matrix.shape != (2, 2) or matrix.sum() <= 0:
+        raise ValueError(f"need a 2x2 confusion matrix with counts, got {matrix.tolist()}")
+    error = (matrix[0, 1] + matrix[1, 0]) / matrix.sum()
+    predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+    precisions = np.divide(np.diag(matrix), predicted, out=np.zeros(2), where=predicted > 0)
+    recalls = np.divide(np.diag(matrix), actual, out=np.zeros(2), where=actual > 0)
+    real_precision, real_recall = precisions[0], recalls[0]
+    f1_real = 2 * real_precision * real_recall / (real_precision + real_recall) if real_precision + real_recall else 0.0
+    result = {"precision": float(precisions.mean()), "recall": float(recalls.mean()), "f1": float(f1_real)}
+    if "log_loss" in hard:
+        result["log_loss"] = float(error * HARD_LOG_LOSS_PER_ERROR)
+    if "brier" in hard:
+        result["brier"] = float(error)
+    return result
+
+
 def bootstrap_intervals(labels, p_fake, threshold: float = 0.5, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Percentile bootstrap intervals of accuracy and ROC AUC (images resampled with replacement).
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from defax_keras.errors import DefaxError
 from defax_keras.evaluation.evaluate import evaluate, evaluate_datasets
 from defax_keras.metrics import choose_threshold
 
@@ -113,10 +114,14 @@ def test_several_datasets_give_folders_and_the_cross_dataset_table(saved_model, 
     table = _rows(output / "cross_dataset.csv")
     assert [row["dataset"] for row in table] == ["demo", "demo-2"]
     for row, metrics in zip(table, (first, second)):
-        for key in ("real_accuracy", "fake_accuracy", "accuracy", "roc_auc"):
+        for key in ("real_accuracy", "fake_accuracy", "accuracy", "balanced_accuracy", "roc_auc"):
             assert float(row[key]) == pytest.approx(metrics["at_0.5"][key])
+        # balanced accuracy is the mean of the per-class accuracies (the paper's Hard-set 82.5% = (100 + 65) / 2)
+        assert float(row["balanced_accuracy"]) == pytest.approx((float(row["real_accuracy"]) + float(row["fake_accuracy"])) / 2)
+    assert [(row["real_images"], row["fake_images"]) for row in table] == [("8", "8"), ("8", "7")]
     markdown = (output / "cross_dataset.md").read_text()
-    assert markdown.startswith("| Dataset | Real accuracy | Fake accuracy | Overall accuracy | ROC AUC |")
+    assert markdown.startswith("| Dataset | Real images | Fake images | Real accuracy | Fake accuracy | Overall accuracy | Balanced accuracy | ROC AUC |")
+    assert "| demo-2 | 8 | 7 |" in markdown
 
 
 def test_cli_errors_are_one_line(tmp_path, tiny_demo, saved_model):
@@ -133,3 +138,23 @@ def test_cli_errors_are_one_line(tmp_path, tiny_demo, saved_model):
         result = run(*args, "--output", str(tmp_path / "out"))
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_a_dataset_without_splits_is_scored_whole_or_by_the_runs_manifest(saved_model, tmp_path):
+    """Flat class folders: every image is a test image, unless the model's run split that same folder."""
+    from defax_keras.data.sources import load_source
+    from helpers import make_split_dataset
+
+    flat = make_split_dataset(tmp_path / "flat", splits=("",), per_class=10)
+    whole = evaluate(saved_model, str(flat), bootstrap=0, run_dir=tmp_path / "no-run-here")
+    assert whole.split == "all" and whole.count == 20 and whole.validation_threshold is None
+    assert "no split information" in whole.split_description
+    with pytest.raises(DefaxError, match="no split information"):
+        evaluate(saved_model, str(flat), split="test", bootstrap=0, run_dir=tmp_path / "no-run-here")
+    # A training run over the same folder saved its 70/20/10 split: then its test split is scored.
+    run_dir = tmp_path / "run"
+    trained_on = load_source(str(flat), manifest_dir=run_dir)
+    held_out = {s.path for s in trained_on.split("test")}
+    by_manifest = evaluate(saved_model, str(flat), bootstrap=0, run_dir=run_dir)
+    assert by_manifest.split == "test" and {s.path for s in by_manifest.samples} == held_out
+    assert "training run's manifest" in by_manifest.split_description and 0 < by_manifest.count < 20

@@ -8,11 +8,13 @@ import pytest
 from sklearn import metrics as skm
 
 from defax_keras.metrics import (
+    HARD_LOG_LOSS_PER_ERROR,
     bootstrap_intervals,
     choose_threshold,
     classification_metrics,
     equal_error_rate,
     expected_calibration_error,
+    paper_metrics,
 )
 
 SKLEARN = {
@@ -156,3 +158,60 @@ def test_bad_inputs_are_rejected():
         classification_metrics([0, 2], [0.1, 0.2])
     with pytest.raises(ValueError, match="both classes"):
         choose_threshold([1, 1], [0.1, 0.2])
+
+
+def test_paper_metrics_equal_scikit_learn_on_hard_predictions_with_real_positive():
+    """The paper's conventions: log loss and Brier of 0/1 predictions, macro precision/recall, real-class F1."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 500)
+    predicted = np.where(rng.uniform(size=500) < 0.13, 1 - labels, labels)  # 13% wrong
+    matrix = skm.confusion_matrix(labels, predicted, labels=[0, 1])
+    paper = paper_metrics(matrix)
+    error = float((predicted != labels).mean())
+    assert paper["log_loss"] == pytest.approx(skm.log_loss(labels, predicted.astype(np.float64)), rel=1e-9)
+    assert paper["log_loss"] == pytest.approx(36.0437 * error, rel=1e-5)  # the paper's columns: 36.04 x error rate
+    assert paper["brier"] == pytest.approx(skm.brier_score_loss(labels, predicted.astype(np.float64))) == pytest.approx(error)
+    assert paper["precision"] == pytest.approx(skm.precision_score(labels, predicted, average="macro"))
+    assert paper["recall"] == pytest.approx(skm.recall_score(labels, predicted, average="macro"))
+    assert paper["f1"] == pytest.approx(skm.f1_score(labels, predicted, pos_label=0))
+    assert paper["f1"] != pytest.approx(skm.f1_score(labels, predicted))  # not the fake-positive F1
+    assert set(paper_metrics(matrix, hard=("brier",))) == {"precision", "recall", "f1", "brier"}
+
+
+PAPER_TEST_IMAGES = 20_000  # the 140K set's test split: 10k real + 10k fake
+
+
+def _hard_prediction_counts(accuracy_percent, log_loss=None, brier=None) -> list[int]:
+    """Error counts k of 20,000 for which the paper's rounded numbers equal hard-prediction metrics."""
+    found = []
+    for errors in range(PAPER_TEST_IMAGES + 1):
+        rate = errors / PAPER_TEST_IMAGES
+        if abs(100 * (1 - rate) - accuracy_percent) > 0.005 + 1e-9:
+            continue
+        if log_loss is not None and abs(rate * HARD_LOG_LOSS_PER_ERROR - log_loss) > 5e-5 + 1e-9:
+            continue
+        if brier is not None and abs(rate - brier) > 5e-5 + 1e-9:
+            continue
+        found.append(errors)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("model", "accuracy", "log_loss", "brier"),
+    [
+        ("facevit", 99.80, 0.0739, 0.0021),
+        ("gsf_tfn", 99.13, 0.3136, 0.0087),
+        ("gsu_tfr", 99.09, 0.3298, 0.0092),
+        ("fakevit", 98.86, 0.4109, 0.0114),
+        ("efficientnetv2", 99.73, None, 0.0027),
+        ("vgg16", 80.18, None, 0.1982),
+    ],
+)
+def test_the_papers_table_follows_from_hard_predictions(model, accuracy, log_loss, brier):
+    """Some whole number of errors on 20,000 test images gives the paper's accuracy, log loss and Brier at once."""
+    assert _hard_prediction_counts(accuracy, log_loss, brier), model
+
+
+def test_the_papers_defax_row_does_not_come_from_hard_predictions():
+    assert _hard_prediction_counts(99.80, brier=0.0016) == []
+    assert _hard_prediction_counts(99.80, log_loss=0.0063) == []

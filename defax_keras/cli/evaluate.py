@@ -79,7 +79,7 @@ def cmd_robustness(args) -> int:
 def cmd_compare(args) -> int:
     from defax_keras.evaluation.compare import compare, write_comparison
 
-    comparison = compare(args.runs)
+    comparison = compare(args.runs, args.conventions)
     markdown, table = write_comparison(comparison, args.output)
     print(comparison.markdown())
     print(f"Written: {markdown}, {table}")
@@ -94,7 +94,11 @@ def add_commands(commands) -> None:
         "dataset, plus the cross-dataset table when several are given.",
     )
     saved_model_arguments(evaluate, "dataset (repeat for several)", "output folder (default: evaluation/ next to the model)", many=True)
-    evaluate.add_argument("--split", default="test", help="split to evaluate (default test; 'all' for unsplit sets)")
+    evaluate.add_argument(
+        "--split",
+        help="split to evaluate (default: test; every image of a dataset without splits, unless the model's run "
+        "directory holds the split manifest it was trained with for that dataset: then its test split)",
+    )
     evaluate.add_argument("--threshold", default="0.5", help="decision threshold, or 'auto' (chosen on the validation split)")
     evaluate.add_argument("--threshold-method", choices=("eer", "youden"), default="eer", help="how 'auto' chooses (default eer)")
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
@@ -130,4 +134,9 @@ def add_commands(commands) -> None:
     )
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `defax train`")
     compare.add_argument("--output", "-o", default=".", help="folder for comparison.md and comparison.csv (default .)")
+    compare.add_argument(
+        "--conventions", choices=("standard", "paper"), default="standard",
+        help="standard (default): every metric from P(fake), fake positive; paper: log loss, Brier, precision, recall "
+        "and F1 computed as the paper's notebooks did (hard predictions, real-positive F1, macro averages)",
+    )
     compare.set_defaults(func=cmd_compare)

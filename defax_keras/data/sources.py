@@ -55,13 +55,15 @@ class DataSource:
     lists every file left out and why; `report()` is the JSON data report.
     """
 
-    def __init__(self, root, layout: str, samples, skipped=(), ignored_files: int = 0, manifest_path=None):
+    def __init__(self, root, layout: str, samples, skipped=(), ignored_files: int = 0, manifest_path=None, split_assigned: bool = False):
         self.root = os.fspath(root)
         self.layout = layout
         self.samples = list(samples)
         self.skipped = list(skipped)
         self.ignored_files = ignored_files
         self.manifest_path = os.fspath(manifest_path) if manifest_path else None
+        self.split_assigned = split_assigned
+        """True when the data carried no splits and the project assigned them (seeded, or from a saved manifest)."""
         self._reported_skips = 0
 
     @property
@@ -340,6 +342,18 @@ def _previous_splits(manifest_path: Path | None, root: Path) -> dict[str, str] |
     return {os.path.abspath(p): s for p, _, s, _ in mf.read_manifest(manifest_path) if p and s}
 
 
+def saved_split_manifest(manifest_dir, source: DataSource) -> Path | None:
+    """The split manifest in `manifest_dir` (a run directory) if it was written for `source`'s dataset."""
+    if manifest_dir is None:
+        return None
+    manifest_path = Path(manifest_dir) / mf.MANIFEST_NAME
+    try:
+        sidecar = json.loads(manifest_path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest_path if manifest_path.is_file() and sidecar.get("root") == os.path.abspath(source.root) else None
+
+
 # --------------------------------------------------------------------------- public entry point
 
 
@@ -384,6 +398,7 @@ def load_source(
     if not path.exists():
         raise DataError(f"data path not found: {path} (give a dataset folder, a CSV manifest or 'demo')")
     found = _discover(path)
+    split_assigned = any(e[2] is None for e in found.entries)
     manifest_path = _assign_splits(found, manifest_dir, seed, split_fractions)
     skipped = [SkippedFile(e[3], "missing file", e[2]) for e in found.entries if e[0] is None]
     present = [e for e in found.entries if e[0] is not None]
@@ -399,4 +414,4 @@ def load_source(
             samples.append(Sample(file_path, label, split, info))
     if not samples:
         raise DataError(f"no readable images in {found.root} ({len(skipped)} file(s) skipped)")
-    return DataSource(found.root, found.layout, samples, skipped, found.ignored, manifest_path)
+    return DataSource(found.root, found.layout, samples, skipped, found.ignored, manifest_path, split_assigned)
