@@ -38,17 +38,17 @@ def test_config_precedence_defaults_yaml_set_flags(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"model": "defax_nano", "epochs": 7, "batch_size": 16, "seed": 3, "data": "demo"}))
     config = resolve_config(None, path, ["batch_size=8", "model_options.num_heads=4", "augmentation.rotation=5"], {"seed": 9})
-    assert config["epochs"] == 7  # YAML over default
-    assert config["batch_size"] == 8  # --set over YAML
-    assert config["seed"] == 9  # flag over everything
-    assert config["model_options"] == {"num_heads": 4} and config["augmentation"] == {"rotation": 5}
-    assert config["precision"] == "float32" and config["monitor"] == "val_auc"  # defaults
+    assert config.epochs == 7  # YAML over default
+    assert config.batch_size == 8  # --set over YAML
+    assert config.seed == 9  # flag over everything
+    assert config.model_options == {"num_heads": 4} and config.augmentation == {"rotation": 5}
+    assert config.precision == "float32" and config.monitor == "val_auc"  # defaults
 
 
-def test_model_flag_picks_its_config_file():
+def test_model_flag_picks_its_recipe():
     config = resolve_config("defax", None, [], {"data": "demo"})
-    assert config["weights"] == "imagenet" and config["image_size"] == 224  # from configs/defax.yaml
-    assert config["model"] == "defax"
+    assert config.weights == "imagenet" and config.image_size == 224  # from the defax_tiny recipe
+    assert config.model == "defax"
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 
 from defax_keras.errors import DefaxError
-from defax_keras.training.config import write_config
+from defax_keras.training.config import TrainingConfig, write_config
 
 logger = logging.getLogger(__name__)
 
@@ -76,18 +76,18 @@ def _verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def _build(config: dict):
+def _build(config: TrainingConfig):
     from defax_keras.models.registry import build_model
 
-    overrides = dict(config["model_options"])
+    overrides = dict(config.model_options)
     for key in ("weights", "image_size"):
-        if config[key] is not None:
-            overrides[key] = config[key]
-    return build_model(config["model"], **overrides)
+        if getattr(config, key) is not None:
+            overrides[key] = getattr(config, key)
+    return build_model(config.model, **overrides)
 
 
-def _compile(model, optimizer, config, jit_compile):
-    model.compile(optimizer=optimizer, label_smoothing=config["label_smoothing"], jit_compile=jit_compile)
+def _compile(model, optimizer, config: TrainingConfig, jit_compile):
+    model.compile(optimizer=optimizer, label_smoothing=config.label_smoothing, jit_compile=jit_compile)
 
 
 def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, float]:
@@ -101,17 +101,17 @@ def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, fl
     return classification_metrics([s.label for s in samples], p_fake), len(samples) / seconds
 
 
-def _datasets(config: dict, image_size: int, run_dir: Path, completed: int):
+def _datasets(config: TrainingConfig, image_size: int, run_dir: Path, completed: int):
     """The data source and its training and validation (if any) datasets."""
     from defax_keras.data.pipeline import make_dataset
     from defax_keras.data.sources import load_source
 
-    source = load_source(config["data"], manifest_dir=run_dir, seed=config["seed"])
-    batch, cache = config["batch_size"], config["cache"]
-    augment = dict(config["augmentation"]) if config["augment"] else False
+    source = load_source(config.data, manifest_dir=run_dir, seed=config.seed)
+    batch, cache = config.batch_size, config.cache
+    augment = dict(config.augmentation) if config.augment else False
     # A resumed run must not replay the first epochs' order and augmentations.
     train_data = make_dataset(
-        source, "train", image_size=image_size, batch_size=batch, augment=augment, seed=config["seed"] + completed, cache=cache
+        source, "train", image_size=image_size, batch_size=batch, augment=augment, seed=config.seed + completed, cache=cache
     )
     valid_data = None
     if "valid" in source.splits:
@@ -119,7 +119,7 @@ def _datasets(config: dict, image_size: int, run_dir: Path, completed: int):
     return source, train_data, valid_data
 
 
-def _write_results(run_dir: Path, config: dict, source, monitor: str, completed: int) -> None:
+def _write_results(run_dir: Path, config: TrainingConfig, source, monitor: str, completed: int) -> None:
     """metrics.json (test split of the best model), the final data report and the curves."""
     import keras
 
@@ -127,7 +127,7 @@ def _write_results(run_dir: Path, config: dict, source, monitor: str, completed:
 
     best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     metrics = {
-        "model": config["model"],
+        "model": config.model,
         "parameters": int(best.count_params()),
         "image_size": int(best.image_size),
         "epochs_completed": completed,
@@ -137,7 +137,7 @@ def _write_results(run_dir: Path, config: dict, source, monitor: str, completed:
         "skipped_files": len(source.skipped),
     }
     if "test" in source.splits:
-        test_metrics, speed = evaluate_split(best, source, "test", config["batch_size"])
+        test_metrics, speed = evaluate_split(best, source, "test", config.batch_size)
         metrics["test"] = test_metrics
         metrics["inference_images_per_second"] = round(speed, 1)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -145,25 +145,25 @@ def _write_results(run_dir: Path, config: dict, source, monitor: str, completed:
     plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
 
 
-def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
+def train(config: TrainingConfig, *, run_dir=None, resume: bool = False) -> Path:
     """Train `config` (see `training.config.resolve_config`) and return the run directory."""
     import keras
 
     from defax_keras.training.callbacks import build_callbacks
     from defax_keras.training.distribute import check_batch, distribution_scope
 
-    run_dir = Path(run_dir or config.get("output") or default_run_dir(config["model"]))
+    run_dir = Path(run_dir or config.output or default_run_dir(config.model))
     completed = prepare_run_dir(run_dir, resume)
-    config = {**config, "output": str(run_dir)}
+    config = config.replace(output=str(run_dir))
 
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config["precision"])
+    keras.config.set_dtype_policy(config.precision)
     created = not run_dir.exists()
     scope = contextlib.ExitStack()  # the distribution covers building, compiling and fitting
     try:
-        replicas = scope.enter_context(distribution_scope(config["distribute"]))
-        check_batch(config["batch_size"], replicas)
-        keras.utils.set_random_seed(config["seed"])
+        replicas = scope.enter_context(distribution_scope(config.distribute))
+        check_batch(config.batch_size, replicas)
+        keras.utils.set_random_seed(config.seed)
         model = _build(config)  # first: a bad model or weights option fails before data is scanned
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -175,20 +175,24 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
         write_config(config, run_dir / "config.yaml")
         source.write_report(run_dir / "data_report.json")
         logger.info("Run directory: %s%s", run_dir, f" (resuming after epoch {completed})" if resume else "")
-        batch = config["batch_size"]
+        batch = config.batch_size
         has_valid = valid_data is not None
-        monitor = config["monitor"]
+        monitor = config.monitor
         if not has_valid and monitor.startswith("val_"):
             logger.warning("No validation split: monitoring training '%s' instead of '%s'", monitor[4:], monitor)
             monitor = monitor[4:]
 
-        steps = config["steps_per_epoch"] or int(train_data.cardinality())
-        if config["steps_per_epoch"]:
+        steps = config.steps_per_epoch or int(train_data.cardinality())
+        if config.steps_per_epoch:
             train_data = train_data.repeat()
         optimizer = model.make_optimizer(
-            config["learning_rate"], config["weight_decay"], config["final_learning_rate"], decay_steps=steps * config["epochs"]
+            config.learning_rate,
+            config.weight_decay,
+            config.final_learning_rate,
+            decay_steps=steps * config.epochs,
+            optimizer=config.optimizer,
         )
-        jit = config["jit_compile"]
+        jit = config.jit_compile
         _compile(model, optimizer, config, jit)
         optimizer = model.optimizer  # wrapped for loss scaling under mixed_float16
         # Optimizer slots for every weight, frozen or not, so that a backup always
@@ -197,15 +201,15 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> Path:
 
         logger.info(
             "Training %s (%s parameters) on %s: %s, %d epochs of %d steps, batch %d, %s",
-            config["model"], f"{model.count_params():,}", source.root,
+            config.model, f"{model.count_params():,}", source.root,
             ", ".join(f"{k} {sum(v.values())}" for k, v in source.counts().items()),
-            config["epochs"], steps, batch, config["precision"],
+            config.epochs, steps, batch, config.precision,
         )
         phases = []
-        frozen = config["freeze_backbone_epochs"]
+        frozen = config.freeze_backbone_epochs
         if frozen and completed < frozen:
             phases.append((True, frozen))
-        phases.append((False, config["epochs"]))
+        phases.append((False, config.epochs))
         for freeze, until in phases:
             if freeze or frozen:
                 model.set_backbones_trainable(not freeze)
