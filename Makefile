@@ -37,13 +37,13 @@ install: $(VENV)/.installed
 # initialisation, evaluates on its test split and prints the metrics.
 demo: $(VENV)/.installed
 	$(BIN)/defax data demo
-	$(BIN)/defax train --config configs/demo.yaml
+	$(BIN)/defax train --config demo
 
 # Every model's small variant, same data and settings, then the paper's table.
 compare-demo: $(VENV)/.installed
 	rm -rf $(COMPARE_DIR)
 	for model in $(COMPARE_MODELS); do \
-		$(BIN)/defax train --config configs/demo.yaml --model $$model --epochs $(COMPARE_EPOCHS) \
+		$(BIN)/defax train --config demo --model $$model --epochs $(COMPARE_EPOCHS) \
 			--output $(COMPARE_DIR)/$$model || exit 1; \
 	done
 	$(BIN)/defax compare $(addprefix $(COMPARE_DIR)/,$(COMPARE_MODELS)) --output $(COMPARE_DIR)

@@ -25,6 +25,8 @@ _LAZY = {
     "build_model": "defax_keras.models.registry",
     "list_models": "defax_keras.models.registry",
     "load_model": "defax_keras.models.loading",
+    # training
+    "train": "defax_keras.training.trainer",
     # what users do with a model; each returns a result, writing files is a separate call
     "evaluate": "defax_keras.evaluation.evaluate",
     "write_evaluation": "defax_keras.evaluation.evaluate",

@@ -27,7 +27,7 @@ TRAIN_BOTH = textwrap.dedent(
     from defax_keras.models import build_model
     from defax_keras.training.config import resolve_config
     from defax_keras.training.distribute import distribution_scope
-    from defax_keras.training.trainer import train
+    from defax_keras.training.trainer import run_training
 
     class BatchLosses(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
@@ -50,7 +50,7 @@ TRAIN_BOTH = textwrap.dedent(
         # the whole training command (shuffled, augmented)
         flags = {"data": sys.argv[1], "epochs": 2, "batch_size": 8, "image_size": 48, "distribute": distribute,
                  "seed": 0, "tensorboard": False, "model_options": {"head_dropout": 0.0}}
-        run = train(resolve_config("simple_cnn_nano", flags=flags), run_dir=f"{sys.argv[4]}/{distribute}").run_dir
+        run = run_training(resolve_config("simple_cnn_nano", flags=flags), run_dir=f"{sys.argv[4]}/{distribute}").run_dir
         with open(run / "history.csv") as handle:
             report["trainer"][distribute] = [float(row["loss"]) for row in csv.DictReader(handle)]
         report.setdefault("artefacts", {})[distribute] = sorted(p.name for p in run.iterdir())

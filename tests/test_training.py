@@ -38,17 +38,17 @@ def test_config_precedence_defaults_yaml_set_flags(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"model": "defax_nano", "epochs": 7, "batch_size": 16, "seed": 3, "data": "demo"}))
     config = resolve_config(None, path, ["batch_size=8", "model_options.num_heads=4", "augmentation.rotation=5"], {"seed": 9})
-    assert config["epochs"] == 7  # YAML over default
-    assert config["batch_size"] == 8  # --set over YAML
-    assert config["seed"] == 9  # flag over everything
-    assert config["model_options"] == {"num_heads": 4} and config["augmentation"] == {"rotation": 5}
-    assert config["precision"] == "float32" and config["monitor"] == "val_auc"  # defaults
+    assert config.epochs == 7  # YAML over default
+    assert config.batch_size == 8  # --set over YAML
+    assert config.seed == 9  # flag over everything
+    assert config.model_options == {"num_heads": 4} and config.augmentation == {"rotation": 5}
+    assert config.precision == "float32" and config.monitor == "val_auc"  # defaults
 
 
-def test_model_flag_picks_its_config_file():
+def test_model_flag_picks_its_recipe():
     config = resolve_config("defax", None, [], {"data": "demo"})
-    assert config["weights"] == "imagenet" and config["image_size"] == 224  # from configs/defax.yaml
-    assert config["model"] == "defax"
+    assert config.weights == "imagenet" and config.image_size == 224  # from the defax_tiny recipe
+    assert config.model == "defax"
 
 
 @pytest.mark.parametrize(
@@ -128,13 +128,13 @@ def test_models_command_lists_models_with_parameter_counts():
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_demo, tmp_path_factory):
-    from defax_keras.training.trainer import train
+    from defax_keras.training.trainer import run_training
 
     output = tmp_path_factory.mktemp("runs") / "nano"
     # Two phases: backbones frozen in epoch 1, trained in epoch 2.
     overrides = [*FAST, "tensorboard=true", "freeze_backbone_epochs=1"]
     config = resolve_config("defax_nano", None, overrides, {"data": str(tiny_demo), "epochs": 2, "output": str(output)})
-    return train(config).run_dir
+    return run_training(config).run_dir
 
 
 def test_run_directory_holds_every_artefact(finished_run):

@@ -27,7 +27,7 @@ def cmd_models(args) -> int:
 
 def cmd_train(args) -> int:
     from defax_keras.training.config import read_yaml, resolve_config
-    from defax_keras.training.trainer import default_run_dir, train
+    from defax_keras.training.trainer import default_run_dir, run_training
 
     base = None
     if args.resume:
@@ -50,12 +50,12 @@ def cmd_train(args) -> int:
         "output": args.output,
     }
     config = resolve_config(args.model, args.config, args.set, flags, base=base)
-    config["output"] = config["output"] or str(default_run_dir(config["model"]))
+    config = config.replace(output=config.output or str(default_run_dir(config.model)))
     start = time.perf_counter()
     try:
-        result = train(config, resume=args.resume)
+        result = run_training(config, resume=args.resume)
     except KeyboardInterrupt:
-        print(f"defax: interrupted; continue with: defax train --resume --output {config['output']}", file=sys.stderr)
+        print(f"defax: interrupted; continue with: defax train --resume --output {config.output}", file=sys.stderr)
         return 130
     metrics, run_dir = result.metrics, result.run_dir
     print(f"\nRun directory: {run_dir}  ({(time.perf_counter() - start) / 60:.1f} min)")
@@ -83,11 +83,12 @@ def add_commands(commands) -> None:
     train = commands.add_parser(
         "train",
         help="train a model; writes a run directory",
-        description="Train a registered model. Settings come from the defaults, then the YAML config "
-        "(--config, or configs/<model>.yaml), then --set key=value, then the flags below.",
+        description="Train a registered model. Settings come from the model's recipe (its paper setup), "
+        "then configs/<model>.yaml if the working folder has one, then the YAML config (--config), "
+        "then --set key=value, then the flags below.",
     )
-    train.add_argument("--model", "-m", help="model name (see `defax models`); picks configs/<model>.yaml")
-    train.add_argument("--config", "-c", help="YAML config file")
+    train.add_argument("--model", "-m", help="model name (see `defax models`); picks its training recipe")
+    train.add_argument("--config", "-c", help="YAML config file, or the name of a packaged one (demo)")
     train.add_argument("--data", "-d", help="dataset folder, CSV manifest, or 'demo'")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)

@@ -21,7 +21,7 @@ from keras import ops
 
 from defax_keras.models.backbones import build_backbone
 from defax_keras.models.classifier import ImageClassifier, imagenet_normalization, probabilities_from_logits
-from defax_keras.models.registry import register_model
+from defax_keras.models.registry import Recipe, nano_recipe, register_model
 
 NUM_CLASSES = 2
 POOLINGS = ("avg", "class_token", "attention", "flatten")
@@ -183,32 +183,44 @@ def simple_cnn_backbone(image_size: int, filters=(32, 64, 128), name: str = "bac
     return keras.Model(images, x, name=name)
 
 
-# name: (backbone, nano backbone, pooling, head (units, batch norm, dropout), scaling, optimizer (name, lr, final, wd), description)
-_ADAMW = ("adamw", 1e-4, 1e-6, 1e-4)
-_ADAMAX = ("adamax", 1e-5, 1e-7, 0.0)
+# name: (backbone, nano backbone, pooling, head (units, batch norm, dropout), scaling, description)
 BASELINES = {
-    "facevit": ("vit_base", "vit_nano", "class_token", (None, False, 0.1), "imagenet", _ADAMW, "ViT-B/16, class token, linear head"),
-    "fakevit": ("vit_base", "vit_nano", "class_token", (512, False, 0.3), "imagenet", _ADAMW, "ViT-B/16, class token, Dense(512)-ReLU-Dropout(0.3) head"),
-    "gsf_tfn": ("swin_base", "swin_nano", "attention", (512, True, 0.0), "imagenet", _ADAMW, "Swin-B, attention pooling, Dense(512)-BN-ReLU head"),
-    "gsu_tfr": ("swin_base", "swin_nano", "attention", (512, True, 0.3), "imagenet", _ADAMW, "Swin-B, attention pooling, Dense(512)-BN-ReLU-Dropout head"),
-    "efficientnetv2": ("efficientnetv2_rw_t", "efficientnetv2_nano", "avg", (None, False, 0.2), "imagenet", _ADAMAX, "EfficientNetV2-RW-T (KerasHub), average pooling"),
-    "vgg16": ("vgg16", "vgg_nano", "avg", (1024, False, 0.0), "unit", _ADAMAX, "VGG16, average pooling, Dense(1024, relu)"),
-    "resnet50": ("resnet50", "resnet_nano", "avg", (None, False, 0.2), "unit", _ADAMAX, "ResNet-50, average pooling"),
-    "simple_cnn": (None, None, "flatten", (256, False, 0.5), "unit", ("adamw", 1e-3, 1e-5, 1e-4), "3 conv + pool blocks, Dense(256)"),
+    "facevit": ("vit_base", "vit_nano", "class_token", (None, False, 0.1), "imagenet", "ViT-B/16, class token, linear head"),
+    "fakevit": ("vit_base", "vit_nano", "class_token", (512, False, 0.3), "imagenet", "ViT-B/16, class token, Dense(512)-ReLU-Dropout(0.3) head"),
+    "gsf_tfn": ("swin_base", "swin_nano", "attention", (512, True, 0.0), "imagenet", "Swin-B, attention pooling, Dense(512)-BN-ReLU head"),
+    "gsu_tfr": ("swin_base", "swin_nano", "attention", (512, True, 0.3), "imagenet", "Swin-B, attention pooling, Dense(512)-BN-ReLU-Dropout head"),
+    "efficientnetv2": ("efficientnetv2_rw_t", "efficientnetv2_nano", "avg", (None, False, 0.2), "imagenet", "EfficientNetV2-RW-T (KerasHub), average pooling"),
+    "vgg16": ("vgg16", "vgg_nano", "avg", (1024, False, 0.0), "unit", "VGG16, average pooling, Dense(1024, relu)"),
+    "resnet50": ("resnet50", "resnet_nano", "avg", (None, False, 0.2), "unit", "ResNet-50, average pooling"),
+    "simple_cnn": (None, None, "flatten", (256, False, 0.5), "unit", "3 conv + pool blocks, Dense(256)"),
+}
+
+# The paper's training setups: transformers as DeFaX (`Recipe()`: AdamW 1e-4, cosine to
+# 1e-6, weight decay 1e-4); the Keras CNNs with Adamax 1e-5 (cosine to 1e-7) and a patience
+# of 4 epochs; the small CNN from scratch at 1e-3. `<name>_nano` adds 112 px and no weights.
+_CNN = Recipe(optimizer="adamax", learning_rate=1e-5, final_learning_rate=1e-7, weight_decay=0.0, early_stopping_patience=4)
+RECIPES = {
+    "facevit": Recipe(),
+    "fakevit": Recipe(),
+    "gsf_tfn": Recipe(),
+    "gsu_tfr": Recipe(),
+    "efficientnetv2": _CNN,
+    "vgg16": _CNN,
+    "resnet50": _CNN,
+    "simple_cnn": Recipe(learning_rate=1e-3, final_learning_rate=1e-5, weights="none", early_stopping_patience=4),
 }
 
 
 def _register(name: str, nano: bool):
-    backbone_name, nano_backbone, pooling, (units, batch_norm, dropout), scaling, optimizer, description = BASELINES[name]
+    backbone_name, nano_backbone, pooling, (units, batch_norm, dropout), scaling, description = BASELINES[name]
     backbone_name = nano_backbone if nano else backbone_name
-    default_size = 112 if nano else 224
-    default_weights = "none" if nano or backbone_name is None else "imagenet"
+    recipe = nano_recipe(RECIPES[name]) if nano else RECIPES[name]
     registered = f"{name}_nano" if nano else name
 
     def build(
         *,
-        weights=default_weights,
-        image_size: int = default_size,
+        weights=recipe.weights,
+        image_size: int = recipe.image_size,
         head_units: int | None = units,
         head_dropout: float = dropout,
         dtype=None,
@@ -223,7 +235,6 @@ def _register(name: str, nano: bool):
             backbone = simple_cnn_backbone(image_size, widths, dtype=dtype)
         else:
             backbone = build_backbone(backbone_name, image_size, weights, layer_name="backbone", dtype=dtype)
-        optimizer_name, learning_rate, final_rate, decay = optimizer
         return BackboneClassifier(
             backbone,
             pooling=pooling,
@@ -231,17 +242,17 @@ def _register(name: str, nano: bool):
             head_batch_norm=batch_norm,
             head_dropout=head_dropout,
             input_scaling=scaling,
-            optimizer=optimizer_name,
-            learning_rate=learning_rate,
-            final_learning_rate=final_rate,
-            weight_decay=decay,
+            optimizer=recipe.optimizer,
+            learning_rate=recipe.learning_rate,
+            final_learning_rate=recipe.final_learning_rate,
+            weight_decay=recipe.weight_decay,
             dtype=dtype,
             name=name,
         )
 
     build.__name__ = f"build_{registered}"
     summary = f"{description}{' (small, 112 px)' if nano else ''}"
-    register_model(registered, family=name, description=summary)(build)
+    register_model(registered, family=name, description=summary, recipe=recipe)(build)
 
 
 for _name in BASELINES:

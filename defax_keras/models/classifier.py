@@ -12,7 +12,10 @@ import math
 import keras
 
 from defax_keras.models.objectives import ClassCrossEntropy, FakeAUC
+from defax_keras.models.registry import Recipe
 from defax_keras.models.schedules import CosineDecayToFloor
+
+_PAPER = Recipe()  # the paper's DeFaX training setup
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,10 +83,10 @@ class ImageClassifier(keras.Model):
     config, frozen by `set_backbones_trainable`).
     """
 
-    default_optimizer = "adamw"
-    default_learning_rate = 1e-4
-    default_final_learning_rate = 1e-6
-    default_weight_decay = 1e-4
+    default_optimizer = _PAPER.optimizer
+    default_learning_rate = _PAPER.learning_rate
+    default_final_learning_rate = _PAPER.final_learning_rate
+    default_weight_decay = _PAPER.weight_decay
     nested_layers: tuple[str, ...] = ()
     """Constructor arguments that are layers (backbones), serialised inside the config."""
 
@@ -124,12 +127,15 @@ class ImageClassifier(keras.Model):
         for layer in self.backbone_layers():
             layer.trainable = trainable
 
-    def make_optimizer(self, learning_rate=None, weight_decay=None, final_learning_rate=None, decay_steps=None):
-        """The default optimizer: AdamW (or Adamax for CNN setups) with cosine decay to a floor."""
+    def make_optimizer(self, learning_rate=None, weight_decay=None, final_learning_rate=None, decay_steps=None, optimizer=None):
+        """The default optimizer: AdamW (or Adamax for CNN setups) with cosine decay to a floor.
+
+        Arguments left `None` take the model's defaults (its recipe's); `optimizer` is `adamw` or `adamax`.
+        """
         peak = self.default_learning_rate if learning_rate is None else learning_rate
         floor = self.default_final_learning_rate if final_learning_rate is None else final_learning_rate
         schedule = CosineDecayToFloor(peak, min(floor, peak), decay_steps=decay_steps)
-        if self.default_optimizer == "adamax":
+        if (optimizer or self.default_optimizer) == "adamax":
             return keras.optimizers.Adamax(learning_rate=schedule)
         decay = self.default_weight_decay if weight_decay is None else weight_decay
         return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay)

@@ -4,18 +4,83 @@ Model modules register their builders with `@register_model`; a builder's
 keyword-only arguments, plus the constructor arguments of the `model_class`
 it forwards `**options` to, are the overrides `build_model` accepts, so an
 unknown override is caught with the list of valid ones.
+
+Each entry carries its training `Recipe` (`model_entry("vgg16").recipe`), the
+way a KerasHub preset carries its metadata: the one place that says how the
+paper trains that model. `defax train` starts from it; YAML files and flags
+only override it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
+
+from defax_keras.errors import DefaxError
 
 _NOT_OPTIONS = {"self", "args", "kwargs", "dtype", "name", "trainable"}
 
-from defax_keras.errors import DefaxError
+OPTIMIZERS = ("adamw", "adamax")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a registered model is trained: the values `defax train` starts from.
+
+    The defaults are the paper's DeFaX setup (AdamW 1e-4 with weight decay
+    1e-4, cosine decay to 1e-6, batch 32, 10 epochs, early stopping after 3
+    epochs without a better validation AUC, ImageNet weights at 224 px).
+    The builders pass `optimizer`, `learning_rate`, `final_learning_rate`,
+    `weight_decay`, `weights` and `image_size` on to the model, so a built
+    model's `compile()` defaults are these too. Every field is a training
+    config key (see `defax_keras.training.config.TrainingConfig`);
+    `augmentation` holds overrides of `Augmentation`'s fields and
+    `model_options` options of the builder.
+
+    Example:
+        >>> from defax_keras.models.registry import model_entry
+        >>> recipe = model_entry("vgg16").recipe
+        >>> recipe.optimizer, recipe.learning_rate, recipe.final_learning_rate
+        ('adamax', 1e-05, 1e-07)
+        >>> model_entry("vgg16_nano").recipe.image_size
+        112
+    """
+
+    optimizer: str = "adamw"
+    learning_rate: float = 1e-4
+    final_learning_rate: float = 1e-6
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    batch_size: int = 32
+    image_size: int = 224
+    weights: str = "imagenet"
+    monitor: str = "val_auc"
+    early_stopping_patience: int = 3
+    freeze_backbone_epochs: int = 0
+    augment: bool = True
+    augmentation: dict = field(default_factory=dict)
+    label_smoothing: float = 0.0
+    model_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+
+    def replace(self, **changes) -> "Recipe":
+        """A copy with `changes` (how a `_nano` variant derives from its full model)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_config(self) -> dict:
+        """The recipe as training config keys (copies: the recipe stays unchanged)."""
+        return dataclasses.asdict(self)
+
+
+def nano_recipe(recipe: Recipe) -> Recipe:
+    """A `_nano` variant's recipe: its full model's, at 112 px without pretrained weights."""
+    return recipe.replace(image_size=112, weights="none")
 
 
 @dataclass(frozen=True)
@@ -26,6 +91,7 @@ class ModelEntry:
     description: str
     aliases: tuple[str, ...] = ()
     model_class: type | None = None
+    recipe: Recipe = field(default_factory=Recipe)
 
     @property
     def options(self) -> dict:
@@ -47,11 +113,16 @@ _REGISTRY: dict[str, ModelEntry] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register_model(name: str, *, family: str, description: str, aliases: tuple[str, ...] = (), model_class=None):
-    """Decorator: register a builder taking keyword-only options (and `**options` for `model_class`)."""
+def register_model(
+    name: str, *, family: str, description: str, aliases: tuple[str, ...] = (), model_class=None, recipe: Recipe | None = None
+):
+    """Decorator: register a builder taking keyword-only options (and `**options` for `model_class`).
+
+    `recipe` is how the model is trained (default: `Recipe()`, the paper's DeFaX setup).
+    """
 
     def decorate(builder):
-        _REGISTRY[name] = ModelEntry(name, builder, family, description, tuple(aliases), model_class)
+        _REGISTRY[name] = ModelEntry(name, builder, family, description, tuple(aliases), model_class, recipe or Recipe())
         for alias in aliases:
             _ALIASES[alias] = name
         return builder

@@ -57,7 +57,7 @@ class EpochStats(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self._start
 
 
-def build_callbacks(run_dir: Path, config: dict, history: list[dict], monitor: str) -> list:
+def build_callbacks(run_dir: Path, config, history: list[dict], monitor: str) -> list:
     """BackupAndRestore, best checkpoint, early stopping, CSV log, TensorBoard, NaN guard."""
     mode = monitor_mode(monitor)
     best, wait = best_so_far(history, monitor)
@@ -73,18 +73,18 @@ def build_callbacks(run_dir: Path, config: dict, history: list[dict], monitor: s
         ),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
     ]
-    if config["early_stopping_patience"] > 0:
+    if config.early_stopping_patience > 0:
         callbacks.append(
             ResumableEarlyStopping(
                 monitor=monitor,
                 mode=mode,
-                patience=config["early_stopping_patience"],
+                patience=config.early_stopping_patience,
                 restore_best_weights=True,
                 initial_best=best,
                 initial_wait=wait,
             )
         )
-    if config["tensorboard"]:
+    if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
     # Last, so an epoch counts as done only once its history row and checkpoint are
     # written; kept until the whole run is done (the trainer deletes it), as a run

@@ -1,75 +1,158 @@
-"""Training run configuration: defaults < YAML file < `--set key=value` < explicit flags.
+"""Training run configuration, resolved in this order (later wins):
 
-A config is a flat dict (two nested tables: `model_options`, passed to
-`build_model`, and `augmentation`, fields of `Augmentation`). Unknown keys are
-errors that name the key, so a typo never trains silently with a default.
+defaults < the model's registry `Recipe` < the packaged `configs/<model>.yaml`
+(or one in the working directory's `configs/`) < the `--config` file <
+`--set key=value` < explicit flags.
+
+The result is a `TrainingConfig`, a validated dataclass. Two keys are nested
+tables: `model_options` (passed to `build_model`) and `augmentation` (fields of
+`Augmentation`); YAML mappings and `--set model_options.KEY=VALUE` update them
+key by key. An unknown key is an error that names the nearest valid one, so a
+typo never trains silently with a default.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
+import difflib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from defax_keras.errors import DefaxError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
-"""The repository's `configs/` (one YAML per model); also looked up in the working directory."""
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+"""The packaged configs (`defax_keras/configs/`): `demo.yaml`, and per-model overrides if any."""
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-
-DEFAULTS: dict = {
-    "model": "defax_tiny",
-    "model_options": {},
-    "weights": None,  # None: the model's default (imagenet for defax_tiny/small/base)
-    "image_size": None,  # None: the model's default
-    "data": None,
-    "epochs": 10,
-    "batch_size": 32,
-    "learning_rate": None,  # None: the model's compile() default
-    "final_learning_rate": None,
-    "weight_decay": None,
-    "label_smoothing": 0.0,
-    "precision": "float32",
-    "jit_compile": "auto",
-    "distribute": "none",  # none | mirrored | multiworker (TensorFlow) | data_parallel (JAX)
-    "seed": 1337,
-    "monitor": "val_auc",
-    "early_stopping_patience": 3,
-    "freeze_backbone_epochs": 0,
-    "augment": True,
-    "augmentation": {},
-    "cache": False,
-    "steps_per_epoch": None,
-    "tensorboard": True,
-    "output": None,
-}
-
-_TYPES = {
-    "epochs": int,
-    "batch_size": int,
-    "seed": int,
-    "early_stopping_patience": int,
-    "freeze_backbone_epochs": int,
-    "label_smoothing": float,
-}
-_OPTIONAL_NUMBERS = {"learning_rate": float, "final_learning_rate": float, "weight_decay": float, "image_size": int, "steps_per_epoch": int}
+NESTED = ("model_options", "augmentation")
 
 
-def default_config() -> dict:
-    return copy.deepcopy(DEFAULTS)
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything one training run needs; `resolve_config` builds it.
+
+    Keys left `None` that the model's recipe holds (`optimizer`,
+    `learning_rate`, `epochs`, `weights`, ...; see
+    `defax_keras.models.registry.Recipe`) take the recipe's value, so a
+    config is always complete. `to_dict()` gives the mapping written to a run's
+    `config.yaml`; `TrainingConfig.from_dict` reads it back.
+
+    Example:
+        >>> from defax_keras.training.config import resolve_config
+        >>> config = resolve_config("vgg16_nano", flags={"data": "demo"})
+        >>> config.optimizer, config.learning_rate, config.image_size, config.weights
+        ('adamax', 1e-05, 112, 'none')
+    """
+
+    model: str = "defax_tiny"
+    model_options: dict | None = None
+    weights: str | None = None
+    image_size: int | None = None
+    data: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None  # adamw | adamax
+    learning_rate: float | None = None
+    final_learning_rate: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    precision: str = "float32"
+    jit_compile: bool | str = "auto"
+    distribute: str = "none"  # none | mirrored | multiworker (TensorFlow) | data_parallel (JAX)
+    seed: int = 1337
+    monitor: str | None = None
+    early_stopping_patience: int | None = None
+    freeze_backbone_epochs: int | None = None
+    augment: bool | None = None
+    augmentation: dict | None = None
+    cache: bool = False
+    steps_per_epoch: int | None = None
+    tensorboard: bool = True
+    output: str | None = None
+
+    def __post_init__(self):
+        from defax_keras.models.registry import model_entry
+
+        entry = model_entry(self.model)
+        for key, value in entry.recipe.as_config().items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        for key in NESTED:
+            object.__setattr__(self, key, dict(getattr(self, key)))
+        _validate(self, entry)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict, origin: str = "the config") -> TrainingConfig:
+        """A config from a mapping such as a run's `config.yaml`; unknown keys name `origin`."""
+        config = merge({}, values, origin)
+        return _build(config, config.get("model") or cls.model)
+
+    def to_dict(self) -> dict:
+        """The keys and values written to a run's `config.yaml` (in this order)."""
+        return {key: _plain(getattr(self, key)) for key in self.keys()}
+
+    def replace(self, **changes) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value):
+    """Dicts and lists as YAML writes them (tuples become lists)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unknown(kind: str, key: str, origin: str | None, valid) -> DefaxError:
+    """`unknown config key 'epoch' in --set; did you mean 'epochs'?` (or the valid keys, if none is close)."""
+    valid = list(valid)
+    where = f" in {origin}" if origin else ""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else f"keys: {', '.join(valid)}"
+    return DefaxError(f"unknown {kind} '{key}'{where}; {hint}")
+
+
+def _augmentation_keys() -> list[str]:
+    from defax_keras.data.augment import Augmentation
+
+    return sorted(f.name for f in dataclasses.fields(Augmentation))
 
 
 def find_model_config(model: str) -> Path | None:
-    """`configs/<model>.yaml` in the working directory or the repository, if there is one."""
+    """`configs/<model>.yaml` in the working directory, else the packaged one, if there is one."""
     for folder in (Path.cwd() / "configs", CONFIG_DIR):
         candidate = folder / f"{model}.yaml"
         if candidate.is_file():
             return candidate
     return None
+
+
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped with the package (`--config demo`)."""
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def find_config(name) -> Path:
+    """A `--config` value as a file: a path, or the name of a packaged config (`demo`).
+
+    `configs/demo.yaml`, the spelling from a repository checkout, still finds
+    the packaged `demo.yaml` where no such file exists.
+    """
+    path = Path(os.path.expanduser(str(name)))
+    if path.is_file():
+        return path
+    packaged = CONFIG_DIR / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if (len(path.parts) == 1 or path.parent.name == "configs") and packaged.is_file():
+        return packaged
+    return path
 
 
 def read_yaml(path) -> dict:
@@ -88,26 +171,24 @@ def read_yaml(path) -> dict:
 
 
 def merge(config: dict, updates: dict, origin: str) -> dict:
-    """Apply `updates` to `config`; unknown keys raise an error that names them and `origin`."""
-    from defax_keras.data.augment import Augmentation
-
+    """Apply `updates` to the mapping `config`; an unknown key raises an error naming it, `origin` and the nearest key."""
+    keys = TrainingConfig.keys()
     for key, value in updates.items():
-        if key.startswith("model_options."):
-            config["model_options"][key.split(".", 1)[1]] = value
-        elif key.startswith("augmentation."):
-            config["augmentation"][key.split(".", 1)[1]] = value
-        elif key not in DEFAULTS:
-            raise DefaxError(f"unknown config key '{key}' in {origin}; keys: {', '.join(DEFAULTS)}")
-        elif key in ("model_options", "augmentation"):
+        table, dot, field = str(key).partition(".")
+        if dot and table in NESTED:
+            config.setdefault(table, {})[field] = value
+        elif key not in keys:
+            raise _unknown("config key", str(key), origin, keys)
+        elif key in NESTED:
             if not isinstance(value, dict):
                 raise DefaxError(f"'{key}' in {origin} must be a mapping")
-            config[key].update(value)
+            config.setdefault(key, {}).update(value)
         else:
             config[key] = value
-    fields = {f.name for f in dataclasses.fields(Augmentation)}
-    unknown = sorted(set(config["augmentation"]) - fields)
-    if unknown:
-        raise DefaxError(f"unknown augmentation key '{unknown[0]}' in {origin}; keys: {', '.join(sorted(fields))}")
+    fields = _augmentation_keys()
+    for key in config.get("augmentation") or {}:
+        if key not in fields:
+            raise _unknown("augmentation key", key, origin, fields)
     return config
 
 
@@ -125,49 +206,66 @@ def parse_assignments(assignments) -> dict:
     return parsed
 
 
-def _coerce(config: dict, key: str, kind, optional: bool) -> None:
-    value = config[key]
+_TYPES = {
+    "epochs": int,
+    "batch_size": int,
+    "seed": int,
+    "early_stopping_patience": int,
+    "freeze_backbone_epochs": int,
+    "label_smoothing": float,
+    "learning_rate": float,
+    "final_learning_rate": float,
+    "weight_decay": float,
+    "image_size": int,
+}
+_OPTIONAL_NUMBERS = {"steps_per_epoch": int}
+
+
+def _coerce(config: TrainingConfig, key: str, kind, optional: bool) -> None:
+    value = getattr(config, key)
     if value is None and optional:
         return
     try:
         if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
             raise ValueError
-        config[key] = kind(value)
+        object.__setattr__(config, key, kind(value))
     except (TypeError, ValueError):
         raise DefaxError(f"config key '{key}' must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
 
 
-def validate(config: dict) -> dict:
-    """Type-check and range-check a merged config; returns it."""
+def _validate(config: TrainingConfig, entry) -> None:
+    """Type-check and range-check a config in place (its recipe keys already filled)."""
+    from defax_keras.models.registry import OPTIMIZERS
+    from defax_keras.training.distribute import DISTRIBUTIONS
+
     for key, kind in _TYPES.items():
         _coerce(config, key, kind, optional=False)
     for key, kind in _OPTIONAL_NUMBERS.items():
         _coerce(config, key, kind, optional=True)
     for key in ("epochs", "batch_size"):
-        if config[key] < 1:
-            raise DefaxError(f"'{key}' must be at least 1, got {config[key]}")
-    if not 0 <= config["freeze_backbone_epochs"] <= config["epochs"]:
+        if getattr(config, key) < 1:
+            raise DefaxError(f"'{key}' must be at least 1, got {getattr(config, key)}")
+    if not 0 <= config.freeze_backbone_epochs <= config.epochs:
         raise DefaxError("'freeze_backbone_epochs' must be between 0 and 'epochs'")
-    if config["precision"] not in PRECISIONS:
-        raise DefaxError(f"unknown precision '{config['precision']}'; choices: {', '.join(PRECISIONS)}")
-    from defax_keras.training.distribute import DISTRIBUTIONS
-
-    if config["distribute"] not in DISTRIBUTIONS:
-        raise DefaxError(f"unknown distribute '{config['distribute']}'; choices: {', '.join(DISTRIBUTIONS)}")
-    if config["jit_compile"] not in ("auto", True, False):
+    if config.optimizer not in OPTIMIZERS:
+        raise DefaxError(f"unknown optimizer '{config.optimizer}'; choices: {', '.join(OPTIMIZERS)}")
+    if config.precision not in PRECISIONS:
+        raise DefaxError(f"unknown precision '{config.precision}'; choices: {', '.join(PRECISIONS)}")
+    if config.distribute not in DISTRIBUTIONS:
+        raise DefaxError(f"unknown distribute '{config.distribute}'; choices: {', '.join(DISTRIBUTIONS)}")
+    if config.jit_compile not in ("auto", True, False):
         raise DefaxError("'jit_compile' must be auto, true or false")
-    if not 0 <= config["label_smoothing"] < 1:
+    if not 0 <= config.label_smoothing < 1:
         raise DefaxError("'label_smoothing' must be in [0, 1)")
-    from defax_keras.models.registry import model_entry
-
-    options = model_entry(config["model"]).options
-    unknown = sorted(set(config["model_options"]) - set(options))
-    if unknown:
-        raise DefaxError(f"model '{config['model']}' has no option '{unknown[0]}'; options: {', '.join(options)}")
-    if config["data"] is None:
+    options = entry.options
+    for key in sorted(config.model_options):
+        if key not in options:
+            close = difflib.get_close_matches(key, list(options), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'?" if close else f"options: {', '.join(options)}"
+            raise DefaxError(f"model '{config.model}' has no option '{key}'; {hint}")
+    if config.data is None:
         raise DefaxError("no dataset given: pass --data PATH (or --data demo for the embedded demo set)")
-    config["data"] = str(config["data"])
-    return config
+    object.__setattr__(config, "data", str(config.data))
 
 
 def resolve_config(
@@ -176,21 +274,50 @@ def resolve_config(
     assignments=(),
     flags: dict | None = None,
     base: dict | None = None,
-) -> dict:
-    """Build a run config. `base` (a saved run's config, for resume) replaces defaults and YAML."""
+) -> TrainingConfig:
+    """Build a run config: defaults < `model`'s recipe < its packaged YAML < `config_path` < `assignments` < `flags`.
+
+    `config_path` is a YAML file or the name of a packaged config (`demo`);
+    `assignments` are `--set` strings (`"epochs=3"`); `flags` hold the command
+    line's values (`None`: not given). `base` (a saved run's config, for
+    resume) replaces the YAML files: it already holds everything they said.
+    """
+    layers = []  # (mapping, origin), lowest first
     if base is not None:
-        config = merge(default_config(), base, "the saved run config")
-    else:
-        config = default_config()
-        path = config_path or (find_model_config(model) if model else None)
-        if path is not None:
-            merge(config, read_yaml(path), str(path))
+        layers.append((base, "the saved run config"))
+    elif config_path:
+        path = find_config(config_path)
+        layers.append((read_yaml(path), str(path)))
     if model:
-        config["model"] = model
-    merge(config, parse_assignments(assignments), "--set")
-    merge(config, {k: v for k, v in (flags or {}).items() if v is not None}, "the command line")
-    return validate(config)
+        layers.append(({"model": model}, "--model"))
+    layers.append((parse_assignments(assignments), "--set"))
+    layers.append(({k: v for k, v in (flags or {}).items() if v is not None}, "the command line"))
+
+    config: dict = {}
+    for values, origin in layers:  # first the keys: a typo is reported before anything else
+        merge({}, values, origin)
+        if "model" in values:
+            config["model"] = values["model"]
+    name = config.get("model") or TrainingConfig.model
+    if base is None:
+        model_yaml = find_model_config(name)
+        if model_yaml is not None:
+            layers.insert(0, (read_yaml(model_yaml), str(model_yaml)))
+    for values, origin in layers:
+        merge(config, values, origin)
+    return _build(config, name)
 
 
-def write_config(config: dict, path) -> None:
-    Path(path).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+def _build(config: dict, name: str) -> TrainingConfig:
+    """A `TrainingConfig` whose nested tables start from the recipe's and take the merged keys on top."""
+    from defax_keras.models.registry import model_entry
+
+    recipe = model_entry(name).recipe.as_config()
+    for key in NESTED:
+        if key in config:
+            config[key] = {**recipe[key], **config[key]}
+    return TrainingConfig(**config)
+
+
+def write_config(config: TrainingConfig, path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

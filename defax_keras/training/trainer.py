@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from defax_keras.errors import DefaxError
-from defax_keras.training.config import write_config
+from defax_keras.training.config import TrainingConfig, read_yaml, resolve_config, write_config
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +77,18 @@ def _verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-def _build(config: dict):
+def _build(config: TrainingConfig):
     from defax_keras.models.registry import build_model
 
-    overrides = dict(config["model_options"])
+    overrides = dict(config.model_options)
     for key in ("weights", "image_size"):
-        if config[key] is not None:
-            overrides[key] = config[key]
-    return build_model(config["model"], **overrides)
+        if getattr(config, key) is not None:
+            overrides[key] = getattr(config, key)
+    return build_model(config.model, **overrides)
 
 
-def _compile(model, optimizer, config, jit_compile):
-    model.compile(optimizer=optimizer, label_smoothing=config["label_smoothing"], jit_compile=jit_compile)
+def _compile(model, optimizer, config: TrainingConfig, jit_compile):
+    model.compile(optimizer=optimizer, label_smoothing=config.label_smoothing, jit_compile=jit_compile)
 
 
 def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, float]:
@@ -102,17 +102,17 @@ def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, fl
     return classification_metrics([s.label for s in samples], p_fake), len(samples) / seconds
 
 
-def _datasets(config: dict, image_size: int, run_dir: Path, completed: int):
+def _datasets(config: TrainingConfig, image_size: int, run_dir: Path, completed: int):
     """The data source and its training and validation (if any) datasets."""
     from defax_keras.data.pipeline import make_dataset
     from defax_keras.data.sources import load_source
 
-    source = load_source(config["data"], manifest_dir=run_dir, seed=config["seed"])
-    batch, cache = config["batch_size"], config["cache"]
-    augment = dict(config["augmentation"]) if config["augment"] else False
+    source = load_source(config.data, manifest_dir=run_dir, seed=config.seed)
+    batch, cache = config.batch_size, config.cache
+    augment = dict(config.augmentation) if config.augment else False
     # A resumed run must not replay the first epochs' order and augmentations.
     train_data = make_dataset(
-        source, "train", image_size=image_size, batch_size=batch, augment=augment, seed=config["seed"] + completed, cache=cache
+        source, "train", image_size=image_size, batch_size=batch, augment=augment, seed=config.seed + completed, cache=cache
     )
     valid_data = None
     if "valid" in source.splits:
@@ -120,7 +120,7 @@ def _datasets(config: dict, image_size: int, run_dir: Path, completed: int):
     return source, train_data, valid_data
 
 
-def _write_results(run_dir: Path, config: dict, source, monitor: str, completed: int) -> dict:
+def _write_results(run_dir: Path, config: TrainingConfig, source, monitor: str, completed: int) -> dict:
     """metrics.json (test split of the best model), the final data report and the curves."""
     import keras
 
@@ -128,7 +128,7 @@ def _write_results(run_dir: Path, config: dict, source, monitor: str, completed:
 
     best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     metrics = {
-        "model": config["model"],
+        "model": config.model,
         "parameters": int(best.count_params()),
         "image_size": int(best.image_size),
         "epochs_completed": completed,
@@ -138,7 +138,7 @@ def _write_results(run_dir: Path, config: dict, source, monitor: str, completed:
         "skipped_files": len(source.skipped),
     }
     if "test" in source.splits:
-        test_metrics, speed = evaluate_split(best, source, "test", config["batch_size"])
+        test_metrics, speed = evaluate_split(best, source, "test", config.batch_size)
         metrics["test"] = test_metrics
         metrics["inference_images_per_second"] = round(speed, 1)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
@@ -152,7 +152,7 @@ class TrainingResult:
     """A finished run: where it is, what it was trained with, and what `metrics.json` holds."""
 
     run_dir: Path
-    config: dict
+    config: TrainingConfig
     metrics: dict
     """Parameters, epochs, training time, the monitor and, with a test split, `test` metrics and speed."""
 
@@ -171,25 +171,67 @@ class TrainingResult:
         return read_history(self.run_dir / "history.csv")
 
 
-def train(config: dict, *, run_dir=None, resume: bool = False) -> TrainingResult:
-    """Train `config` (see `training.config.resolve_config`); returns the finished run."""
+def train(model=None, *, data=None, config=None, output=None, resume: bool = False, **overrides) -> TrainingResult:
+    """Train a registered model with its paper recipe, resumably, into a run directory.
+
+    Settings resolve as `defax train` resolves them: defaults < the model's
+    recipe < `config` (a YAML file or a packaged name such as `demo`) <
+    `overrides` (any config key: `epochs=1`, `batch_size=16`, ...).
+
+    Args:
+        model: a registered model name (see `list_models()`); or a resolved `TrainingConfig`.
+        data: a dataset folder, CSV manifest or `demo`.
+        config: a YAML file or packaged config name whose keys override the recipe.
+        output: the run directory (default `runs/<model>-<timestamp>`).
+        resume: continue the run in `output` from its last completed epoch.
+
+    Returns:
+        A `TrainingResult`: `run_dir`, `model_path`, `config`, `metrics` and `test_metrics`, `history()`.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> result = dk.train("simple_cnn_nano", data=data, epochs=1, output="run")
+        >>> result.model_path
+        PosixPath('run/model.keras')
+        >>> sorted(result.test_metrics)[:3]
+        ['accuracy', 'average_precision', 'balanced_accuracy']
+    """
+
+    if isinstance(model, TrainingConfig):
+        if data is not None or config is not None or overrides:
+            raise DefaxError("give a TrainingConfig alone, or a model name with data, config and overrides")
+        resolved = model if output is None else model.replace(output=str(output))
+    else:
+        base = None
+        if resume:
+            if output is None:
+                raise DefaxError("resume needs output, the folder of the run to continue")
+            saved = Path(output) / "config.yaml"
+            base = read_yaml(saved) if saved.is_file() else None
+        flags = {**overrides, "data": data, "output": None if output is None else str(output)}
+        resolved = resolve_config(model, config, (), flags, base=base)
+    return run_training(resolved, resume=resume)
+
+
+def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False) -> TrainingResult:
+    """Train a resolved `config` (see `training.config.resolve_config`); returns the finished run."""
     import keras
 
     from defax_keras.training.callbacks import build_callbacks
     from defax_keras.training.distribute import check_batch, distribution_scope
 
-    run_dir = Path(run_dir or config.get("output") or default_run_dir(config["model"]))
+    run_dir = Path(run_dir or config.output or default_run_dir(config.model))
     completed = prepare_run_dir(run_dir, resume)
-    config = {**config, "output": str(run_dir)}
+    config = config.replace(output=str(run_dir))
 
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(config["precision"])
+    keras.config.set_dtype_policy(config.precision)
     created = not run_dir.exists()
     scope = contextlib.ExitStack()  # the distribution covers building, compiling and fitting
     try:
-        replicas = scope.enter_context(distribution_scope(config["distribute"]))
-        check_batch(config["batch_size"], replicas)
-        keras.utils.set_random_seed(config["seed"])
+        replicas = scope.enter_context(distribution_scope(config.distribute))
+        check_batch(config.batch_size, replicas)
+        keras.utils.set_random_seed(config.seed)
         model = _build(config)  # first: a bad model or weights option fails before data is scanned
         run_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -201,20 +243,24 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> TrainingResult
         write_config(config, run_dir / "config.yaml")
         source.write_report(run_dir / "data_report.json")
         logger.info("Run directory: %s%s", run_dir, f" (resuming after epoch {completed})" if resume else "")
-        batch = config["batch_size"]
+        batch = config.batch_size
         has_valid = valid_data is not None
-        monitor = config["monitor"]
+        monitor = config.monitor
         if not has_valid and monitor.startswith("val_"):
             logger.warning("No validation split: monitoring training '%s' instead of '%s'", monitor[4:], monitor)
             monitor = monitor[4:]
 
-        steps = config["steps_per_epoch"] or int(train_data.cardinality())
-        if config["steps_per_epoch"]:
+        steps = config.steps_per_epoch or int(train_data.cardinality())
+        if config.steps_per_epoch:
             train_data = train_data.repeat()
         optimizer = model.make_optimizer(
-            config["learning_rate"], config["weight_decay"], config["final_learning_rate"], decay_steps=steps * config["epochs"]
+            config.learning_rate,
+            config.weight_decay,
+            config.final_learning_rate,
+            decay_steps=steps * config.epochs,
+            optimizer=config.optimizer,
         )
-        jit = config["jit_compile"]
+        jit = config.jit_compile
         _compile(model, optimizer, config, jit)
         optimizer = model.optimizer  # wrapped for loss scaling under mixed_float16
         # Optimizer slots for every weight, frozen or not, so that a backup always
@@ -223,15 +269,15 @@ def train(config: dict, *, run_dir=None, resume: bool = False) -> TrainingResult
 
         logger.info(
             "Training %s (%s parameters) on %s: %s, %d epochs of %d steps, batch %d, %s",
-            config["model"], f"{model.count_params():,}", source.root,
+            config.model, f"{model.count_params():,}", source.root,
             ", ".join(f"{k} {sum(v.values())}" for k, v in source.counts().items()),
-            config["epochs"], steps, batch, config["precision"],
+            config.epochs, steps, batch, config.precision,
         )
         phases = []
-        frozen = config["freeze_backbone_epochs"]
+        frozen = config.freeze_backbone_epochs
         if frozen and completed < frozen:
             phases.append((True, frozen))
-        phases.append((False, config["epochs"]))
+        phases.append((False, config.epochs))
         for freeze, until in phases:
             if freeze or frozen:
                 model.set_backbones_trainable(not freeze)
