@@ -110,13 +110,13 @@ def _onnx_predict(model, calibration_images: int):
     from defax_keras.data import load_source
     from defax_keras.data.demo import demo_dataset
     from defax_keras.export.convert import check_pixels, export_onnx
-    from defax_keras.export.predict import OnnxPredictor
+    from defax_keras.inference import OnnxPredictor
     from defax_keras.export.quantize import quantize_onnx, split_pixels
 
     ((path, _),) = export_onnx(model, tempfile.mkdtemp(), check_pixels(model.image_size))
     if calibration_images:
         path = quantize_onnx(path, split_pixels(load_source(demo_dataset()), "train", model.image_size, calibration_images))
-    return OnnxPredictor(path, batch_size=AGREEMENT_BATCH).predict
+    return OnnxPredictor(path, batch_size=AGREEMENT_BATCH).predict_pixels
 
 
 def worker(config: str, timed_batches: int, agreement_model: str | None, quick: bool = False) -> dict:
@@ -141,14 +141,10 @@ def worker(config: str, timed_batches: int, agreement_model: str | None, quick: 
         if config == "predict_on_batch":
             return lambda x: np.concatenate([model.predict_on_batch(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
         if config == "saved_model":
-            import tensorflow as tf
-
             from defax_keras.export import export_saved_model
+            from defax_keras.inference import SavedModelPredictor
 
-            scratch = tempfile.mkdtemp()
-            loaded = tf.saved_model.load(str(export_saved_model(model, scratch)))
-            signature = loaded.signatures["predict_pixels"]
-            return lambda x: signature(pixels=tf.constant(x))["probabilities"].numpy()
+            return SavedModelPredictor(export_saved_model(model, tempfile.mkdtemp())).predict_pixels
         return lambda x: model.predict(x, batch_size=min(len(x), AGREEMENT_BATCH if len(x) > BATCH else BATCH), verbose=0)
 
     keras.utils.set_random_seed(0)

@@ -7,8 +7,13 @@ The data and model APIs are importable from the top level::
     model = dk.build_model("defax_nano")
 
 Names are loaded on first use, so `import defax_keras` does not import
-TensorFlow until a pipeline is built.
+TensorFlow until a pipeline is built. It is still enough for
+`keras.saving.load_model(path, safe_mode=True)` to find the project's model
+classes: they are registered as soon as Keras is imported (now, if it already
+was; otherwise right after `import keras` finishes).
 """
+
+import sys
 
 __version__ = "0.1.0"
 
@@ -23,6 +28,9 @@ _LAZY = {
     "CLASS_NAMES": "defax_keras.constants",
     # models
     "build_model": "defax_keras.models.registry",
+    "load_model": "defax_keras.models.loading",
+    "save_detector_preset": "defax_keras.models.preset",
+    "load_predictor": "defax_keras.inference",
     "list_models": "defax_keras.models.registry",
     "load_model": "defax_keras.models.loading",
     # training
@@ -50,3 +58,52 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'defax_keras' has no attribute {name!r}")
+
+
+def _register_model_classes() -> None:
+    try:
+        import defax_keras.models  # noqa: F401  (registers every model class with Keras)
+    except Exception as exc:  # noqa: BLE001 - a convenience: `import keras` must not fail because of it
+        import warnings
+
+        warnings.warn(f"defax_keras: model classes not registered with Keras ({type(exc).__name__}: {exc})", stacklevel=2)
+
+
+class _RegisterAfterKeras:
+    """A `sys.meta_path` finder that only watches the top-level `keras` module: once Keras has
+    executed, it imports `defax_keras.models` (registering the classes) and removes itself.
+    Keras is not imported by this package's import, so `defax --help` stays instant."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        execute = loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            self.remove()
+            _register_model_classes()
+
+        loader.exec_module = exec_module  # this spec's own loader object only
+        return spec
+
+    def remove(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+
+if "keras" in sys.modules:
+    _register_model_classes()
+elif not any(isinstance(finder, _RegisterAfterKeras) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterKeras())

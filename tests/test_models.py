@@ -113,7 +113,7 @@ def test_bad_weights_values_are_explained(tmp_path):
 
 
 def test_local_preset_directory_loads_both_backbones(nano, tmp_path):
-    nano.save_to_preset(tmp_path / "preset")
+    nano.save_backbones_to_preset(tmp_path / "preset")
     assert (tmp_path / "preset" / "swin" / "config.json").is_file()
     again = build_model("defax_nano", weights=str(tmp_path / "preset"))
     x = _pixels(2)

@@ -63,7 +63,7 @@ def test_predict_keeps_upload_order_and_matches_the_model(client, service):
     assert response.status_code == 200
     results = response.json["results"]
     assert [r["name"] for r in results] == ["one.jpg", "two.png", "bad.jpg"]
-    expected = service.predictor.predict(np.stack([decode_image_bytes(content, 112) for _, content in files[:2]]))
+    expected = service.predictor.predict_pixels(np.stack([decode_image_bytes(content, 112) for _, content in files[:2]]))
     for result, (p_real, p_fake) in zip(results[:2], expected):
         assert result["p_fake"] == pytest.approx(p_fake, abs=1e-5) and result["p_real"] == pytest.approx(p_real, abs=1e-5)
         assert result["label"] == ("fake" if p_fake >= 0.5 else "real")

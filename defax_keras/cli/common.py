@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-MODEL_HELP = "a .keras file or a run directory"
+MODEL_HELP = "a .keras file, a run directory or a preset directory"
 
 
 def model_argument(parser, help_text: str = MODEL_HELP) -> None:

@@ -1,8 +1,14 @@
-"""`defax predict` and `defax serve`: verdicts for files, and the web page."""
+"""`defax predict` and `defax serve`: verdicts for files, and the web page.
+
+The library (`defax_keras.inference`) returns records; `format_results` turns them into a table, CSV or JSON.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 import sys
 from pathlib import Path
 
@@ -12,15 +18,38 @@ from defax_keras.cli.common import (
 )
 
 
+def format_results(results: list[dict], fmt: str) -> str:
+    """Prediction records as `table` (aligned columns), `csv` or `json` text."""
+    from defax_keras.inference import FIELDS
+
+    if fmt == "json":
+        return json.dumps(results, indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(results)
+        return buffer.getvalue()
+    width = max([len(r["path"]) for r in results] + [4])
+    lines = [f"{'path':<{width}}  {'label':<5}  {'p_real':>8}  {'p_fake':>8}"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"{r['path']:<{width}}  error: {r['error']}")
+        else:
+            lines.append(f"{r['path']:<{width}}  {r['label']:<5}  {r['p_real']:>8.4f}  {r['p_fake']:>8.4f}")
+    return "\n".join(lines) + "\n"
+
+
 def cmd_predict(args) -> int:
-    from defax_keras.export.predict import format_results, predict
+    from defax_keras.inference import predict
 
     def progress_bar(total):
         from tqdm.auto import tqdm
 
         return tqdm(total=total, unit="image", file=sys.stderr, disable=total <= 8 or None, leave=False)
 
-    results, ignored = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar)
+    result = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar)
+    results, ignored = result.records, result.skipped
     if args.verbose:
         for path in ignored:
             print(f"skipped (not an image extension): {path}", file=sys.stderr)
@@ -32,10 +61,11 @@ def cmd_predict(args) -> int:
         print(f"{len(results)} result(s) written to {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    failed = sum("error" in r for r in results)
+    failed = len(result.failed)
     if failed:
         print(f"{failed} of {len(results)} file(s) could not be read (see their error field)", file=sys.stderr)
     return 0
+
 
 def cmd_serve(args) -> int:
     from defax_keras.web.server import serve
@@ -48,7 +78,7 @@ def add_commands(commands) -> None:
     predict = commands.add_parser(
         "predict",
         help="verdicts for image files and folders",
-        description="Classify images with a .keras model, an exported SavedModel or an ONNX file. Results (path, label, p_real, "
+        description="Classify images with a .keras model, a preset directory, an exported SavedModel or an ONNX file. Results (path, label, p_real, "
         "p_fake; error for unreadable files) go to stdout or --output; progress and logs go to stderr.",
     )
     model_argument(predict, f"{MODEL_HELP}, a SavedModel export (version folder or export base) or an .onnx file")
@@ -56,7 +86,9 @@ def add_commands(commands) -> None:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--format", default="table", choices=("table", "csv", "json"), help="default table")
     predict.add_argument("--output", "-o", help="write results to this file instead of stdout")
-    predict.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which the label is 'fake' (default 0.5)")
+    predict.add_argument(
+        "--threshold", type=float, help="P(fake) at or above which the label is 'fake' (default 0.5, or a preset's operating threshold)"
+    )
     predict.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files and log detail")
     predict.set_defaults(func=cmd_predict)
 

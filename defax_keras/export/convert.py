@@ -20,12 +20,12 @@ import numpy as np
 
 from defax_keras.console import captured_stderr
 from defax_keras.errors import DefaxError
-from defax_keras.export.predict import OnnxPredictor
+from defax_keras.export.onnx_session import onnx_p_fake
 from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("saved_model", "tflite", "onnx")
+FORMATS = ("saved_model", "tflite", "onnx", "preset")
 PARITY_IMAGES = 4
 
 
@@ -177,7 +177,7 @@ def export_onnx(model, output, pixels) -> list[tuple[Path, float]]:
         path.unlink()
         raise DefaxError(f"ONNX cannot represent {model.name}: tf2onnx left TensorFlow ops it cannot translate: {', '.join(foreign)}")
     _rename_onnx_tensors(path, names)
-    return [(path, float(np.abs(OnnxPredictor(path).predict(pixels)[:, 1] - expected).max()))]
+    return [(path, float(np.abs(onnx_p_fake(path, pixels) - expected).max()))]
 
 
 def _rename_onnx_tensors(path, names: dict[str, str]) -> None:
@@ -265,13 +265,16 @@ def export(
     quantize: str | None = None,
     calibration=None,
     calibration_images: int = 128,
+    config=None,
+    metrics=None,
 ) -> ExportResult:
     """Write `model` in `fmt` under `output` and run each file against the Keras model.
 
     Args:
         model: a detector (`keras.Model`) or the path of a saved one.
         output: the export base folder (SavedModel versions go in numbered subfolders).
-        fmt: `saved_model`, `tflite` or `onnx`.
+        fmt: `saved_model`, `tflite`, `onnx` or `preset` (a KerasHub-format detector preset).
+        config, metrics: what a preset carries besides the model (the run's config.yaml and metrics.json).
 
     Returns:
         An `ExportResult` with the paths written and their differences from Keras.
@@ -287,7 +290,8 @@ def export(
     `quantize="int8"` (ONNX only) also writes `<name>.int8.onnx`, calibrated
     on `calibration_images` train (else valid) images of the dataset
     `calibration` and compared with the float32 file on as many images of
-    another split (test, else valid).
+    another split (test, else valid). `config` and `metrics` (the training config
+    and test metrics) go into a preset's metadata.
     """
     from defax_keras.models.loading import as_model
 
@@ -298,6 +302,8 @@ def export(
     if fmt == "saved_model":
         path = export_saved_model(model, output, version=version, threshold=threshold)
         results = [(path, saved_model_difference(path, model, pixels))]
+    elif fmt == "preset":
+        results = [export_preset(model, output, threshold, pixels, config, metrics)]
     else:
         Path(output).mkdir(parents=True, exist_ok=True)
         results = (export_tflite if fmt == "tflite" else export_onnx)(model, output, pixels)
@@ -309,6 +315,14 @@ def export(
         else:
             logger.info("%s: max |P(fake) - Keras| = %.2g on %d check images", path, difference, len(pixels))
     return ExportResult(fmt, [path for path, _ in results], {str(path): difference for path, difference in results}, len(pixels))
+
+
+def export_preset(model, output, threshold: float, pixels, config=None, metrics=None) -> tuple[Path, float]:
+    """`output` as a KerasHub preset directory (the detector, its threshold and preprocessing), read back and compared."""
+    from defax_keras.models.preset import load_preset, save_detector_preset
+
+    path = save_detector_preset(model, output, config=config, threshold=threshold, metrics=metrics)
+    return path, float(np.abs(_keras_p_fake(load_preset(path), pixels) - _keras_p_fake(model, pixels)).max())
 
 
 def _quantized_onnx(path, model, pixels, calibration, count: int) -> tuple[Path, float]:
@@ -335,4 +349,4 @@ def _quantized_onnx(path, model, pixels, calibration, count: int) -> tuple[Path,
             logger.info("%s", message)
     else:
         logger.warning("%s has no held-out split (test or valid): the int8 file was not compared with float32", calibration)
-    return quantized, float(np.abs(OnnxPredictor(quantized).predict(pixels)[:, 1] - _keras_p_fake(model, pixels)).max())
+    return quantized, float(np.abs(onnx_p_fake(quantized, pixels) - _keras_p_fake(model, pixels)).max())

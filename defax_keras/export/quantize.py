@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from defax_keras.errors import DefaxError
-from defax_keras.export.predict import OnnxPredictor
+from defax_keras.export.onnx_session import onnx_p_fake
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def quantize_onnx(path, pixels: np.ndarray, output=None) -> Path:
 
 def compare_onnx(reference, candidate, pixels: np.ndarray) -> dict:
     """Label agreement (at 0.5) and mean/max |dP(fake)| of `candidate` against `reference` on `pixels`."""
-    p_ref, p_new = (OnnxPredictor(path).predict(pixels)[:, 1] for path in (reference, candidate))
+    p_ref, p_new = (onnx_p_fake(path, pixels) for path in (reference, candidate))
     return {
         "images": int(len(pixels)),
         "agreement": float(np.mean((p_ref >= 0.5) == (p_new >= 0.5))),

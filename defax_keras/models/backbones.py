@@ -197,7 +197,7 @@ def _is_preset_dir(path: Path) -> bool:
 def resolve_weights(weights, branch: str) -> str:
     """Normalise a `weights` value for one branch: `imagenet`, `none` or a preset directory.
 
-    A directory holding `swin/` and `efficientnet/` (as `DefaxModel.save_to_preset`
+    A directory holding `swin/` and `efficientnet/` (as `DefaxModel.save_backbones_to_preset`
     writes it) gives each branch its subfolder.
     """
     if weights is None or weights is False:

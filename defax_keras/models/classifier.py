@@ -118,6 +118,29 @@ class ImageClassifier(keras.Model):
     def image_size(self) -> int:
         return int(self.inputs[0].shape[1])
 
+    def save_to_preset(self, preset_dir, *, config=None, threshold: float = 0.5, metrics=None):
+        """Write the whole detector as a KerasHub preset directory (what `keras_hub.upload_preset` uploads).
+
+        Besides the config and weights, its `metadata.json` carries the training
+        `config`, the operating `threshold`, the preprocessing and the test `metrics`
+        (see `defax_keras.models.preset`). Read it back with `from_preset` or
+        `defax_keras.load_model(preset_dir)`.
+
+        Example:
+            >>> model.save_to_preset("presets/defax_nano", threshold=0.4)  # doctest: +SKIP
+            >>> again = DefaxModel.from_preset("presets/defax_nano")  # doctest: +SKIP
+        """
+        from defax_keras.models.preset import save_detector_preset
+
+        return save_detector_preset(self, preset_dir, config=config, threshold=threshold, metrics=metrics)
+
+    @classmethod
+    def from_preset(cls, preset_dir):
+        """The detector written by `save_to_preset`; one-line `DefaxError`s for a folder that is not one."""
+        from defax_keras.models.preset import load_preset
+
+        return load_preset(preset_dir, cls)
+
     def backbone_layers(self) -> list:
         """The pretrained parts (a method: Keras' saver would walk a property)."""
         return [getattr(self, key) for key in self.nested_layers]

@@ -105,8 +105,10 @@ class DefaxModel(ImageClassifier):
             head_dropout=self.head_dropout,
         )
 
-    def save_to_preset(self, preset_dir) -> None:
-        """Write both backbones as KerasHub presets (`swin/`, `efficientnet/`), loadable with `weights=preset_dir`."""
+    def save_backbones_to_preset(self, preset_dir) -> None:
+        """Write both backbones as KerasHub presets (`swin/`, `efficientnet/`), loadable with `weights=preset_dir`.
+
+        (`save_to_preset` writes the whole detector.)"""
         from pathlib import Path
 
         for backbone in self.backbone_layers():

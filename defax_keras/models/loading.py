@@ -1,4 +1,4 @@
-"""Loading a saved detector from what users point at: a `.keras` file or a run directory.
+"""Loading a saved detector from what users point at: a `.keras` file, a run directory or a preset directory.
 
 Importing this module registers every model class with Keras, so the loaded
 model's custom layers resolve with `safe_mode=True`.
@@ -19,10 +19,11 @@ def model_folder(model_path) -> Path:
 
 
 def load_model(model_path):
-    """A saved `.keras` model, or the `model.keras` of a run directory; one-line errors otherwise.
+    """A saved `.keras` model, the `model.keras` of a run directory, or a preset directory; one-line errors otherwise.
 
     Args:
-        model_path: a `.keras` file or a run directory written by `defax train`.
+        model_path: a `.keras` file, a run directory written by `defax train`, or a
+            preset directory written by `save_to_preset` (KerasHub's format).
 
     Returns:
         The `keras.Model`, loaded with `safe_mode=True`.
@@ -36,12 +37,15 @@ def load_model(model_path):
     import keras
 
     import defax_keras.models  # noqa: F401  (registers the model classes with Keras)
+    from defax_keras.models.preset import is_preset_dir, load_preset
 
     path = Path(os.path.expanduser(str(model_path)))
+    if path.is_dir() and not (path / "model.keras").is_file() and is_preset_dir(path):
+        return load_preset(path)
     if path.is_dir():
         path = path / "model.keras"
     if not path.is_file():
-        raise DefaxError(f"model not found: {path} (give a .keras file or a run directory)")
+        raise DefaxError(f"model not found: {path} (give a .keras file, a run directory or a preset directory)")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a model we can load"

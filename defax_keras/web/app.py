@@ -76,15 +76,18 @@ def _error(status: int, message: str):
 
 
 class DetectorService:
-    """The model behind the app: loaded once, warmed up, predictions through the batcher."""
+    """The model behind the app (a `defax_keras.inference.Predictor`): loaded once, warmed up, predictions
+    through the batcher, labels at the predictor's operating threshold (a preset's own, else 0.5)."""
 
     def __init__(self, predictor, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005):
         self.predictor = predictor
         self.image_size = predictor.image_size
-        self.name = getattr(getattr(predictor, "model", None), "name", None) or predictor.name
+        self.name = predictor.name
+        self.threshold = float(getattr(predictor, "threshold", 0.5))
+        run = predictor.predict_pixels
         for size in bucket_sizes(max_batch):  # trace every batch shape before the port opens
-            predictor.predict(np.zeros((size, self.image_size, self.image_size, 3), np.float32))
-        self.runner = MicroBatcher(predictor.predict, max_batch, max_wait) if batching else DirectPredictor(predictor.predict, max_batch)
+            run(np.zeros((size, self.image_size, self.image_size, 3), np.float32))
+        self.runner = MicroBatcher(run, max_batch, max_wait) if batching else DirectPredictor(run, max_batch)
         self._explain_lock = threading.Lock()
         self._explainer = None
 
@@ -92,7 +95,7 @@ class DetectorService:
     def can_explain(self) -> bool:
         from defax_keras.explain.model import explain_targets
 
-        model = getattr(self.predictor, "model", None)
+        model = self.predictor.model
         return model is not None and bool(explain_targets(model))
 
     def gradcam_overlays(self, images, classes) -> list[str]:
@@ -196,10 +199,10 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
         if images:
             probabilities = service.runner.predict_many(images)
             for index, (p_real, p_fake) in zip(indices, probabilities):
-                label = CLASS_NAMES[int(p_fake >= 0.5)]
+                label = CLASS_NAMES[int(p_fake >= service.threshold)]
                 results[index].update(label=label, p_real=round(float(p_real), 6), p_fake=round(float(p_fake), 6))
             if explain == "gradcam":
-                classes = [int(results[i]["p_fake"] >= 0.5) for i in indices]
+                classes = [int(results[i]["p_fake"] >= service.threshold) for i in indices]
                 for index, url in zip(indices, service.gradcam_overlays(images, classes)):
                     results[index]["gradcam"] = url
         return jsonify({"results": results})

@@ -10,7 +10,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_service(model_path, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005):
-    from defax_keras.export.predict import load_predictor
+    from defax_keras.inference import load_predictor
     from defax_keras.web.app import DetectorService
 
     return DetectorService(load_predictor(model_path), batching=batching, max_batch=max_batch, max_wait=max_wait)
