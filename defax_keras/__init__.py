@@ -28,11 +28,9 @@ _LAZY = {
     "CLASS_NAMES": "defax_keras.constants",
     # models
     "build_model": "defax_keras.models.registry",
-    "load_model": "defax_keras.models.loading",
-    "save_detector_preset": "defax_keras.models.preset",
-    "load_predictor": "defax_keras.inference",
     "list_models": "defax_keras.models.registry",
     "load_model": "defax_keras.models.loading",
+    "save_detector_preset": "defax_keras.models.preset",
     # training
     "train": "defax_keras.training.trainer",
     # what users do with a model; each returns a result, writing files is a separate call
@@ -44,6 +42,8 @@ _LAZY = {
     "write_explanations": "defax_keras.explain.explain",
     "export": "defax_keras.export.convert",
     "compare": "defax_keras.evaluation.compare",
+    # inference: one interface over Keras, SavedModel and ONNX files
+    "load_predictor": "defax_keras.inference",
     # errors
     "DefaxError": "defax_keras.errors",
     "DataError": "defax_keras.errors",

@@ -61,13 +61,41 @@ def example_globals(tiny_demo, tmp_path_factory):
     }
 
 
-@pytest.mark.parametrize("name", [n for n in PUBLIC if n != "train"])
-def test_docstring_example_runs(name, example_globals, monkeypatch):
+def _documented_modules():
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(dk.__path__, "defax_keras."):
+        if ".web.static" in info.name:
+            continue
+        yield importlib.import_module(info.name)
+
+
+def _examples():
+    finder = doctest.DocTestFinder()
+    found = {}
+    for module in _documented_modules():
+        for test in finder.find(module, module.__name__):
+            if test.examples and test.name not in found:
+                found[test.name] = test
+    return found
+
+
+def test_every_public_function_has_an_example_that_runs_here():
+    names = set(_examples())
+    for name in PUBLIC:
+        function = getattr(dk, name)
+        assert f"{function.__module__}.{function.__qualname__}" in names, f"dk.{name}'s example is not collected"
+
+
+def test_every_docstring_example_in_the_package_runs(example_globals, monkeypatch):
+    """All `>>>` examples of the package, the public functions' included, against a real run (no +SKIP)."""
     monkeypatch.chdir(example_globals["workdir"])
-    finder = doctest.DocTestFinder(recurse=False)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    tests = finder.find(getattr(dk, name), f"dk.{name}", globs=dict(example_globals))
-    assert tests and tests[0].examples, f"dk.{name} has no runnable example"
-    for test in tests:
+    examples = _examples()
+    assert len(examples) >= len(PUBLIC)
+    for test in examples.values():
+        assert not any(example.options.get(doctest.SKIP) for example in test.examples), f"{test.name} skips an example"
+        test.globs.update(example_globals)
         runner.run(test)
-    assert runner.failures == 0, f"the example of dk.{name} failed (output above)"
+    assert runner.failures == 0, f"{runner.failures} docstring example(s) failed (output above)"

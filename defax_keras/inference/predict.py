@@ -113,8 +113,9 @@ def predict(model_path, inputs, batch_size: int = 32, threshold: float | None = 
 
     Example:
         >>> from defax_keras.inference import predict
-        >>> result = predict("runs/defax_nano-demo", ["photos/"])  # doctest: +SKIP
-        >>> [record["label"] for record in result.records if "label" in record]  # doctest: +SKIP
+        >>> result = predict(run_dir, images)            # a model path; files and folders
+        >>> len(result.records), len(result.failed), result.threshold
+        (2, 0, 0.5)
     """
     check_options(batch_size, threshold)
     files, skipped = collect_image_files(inputs)

@@ -56,9 +56,9 @@ class Predictor:
 
         Example:
             >>> import defax_keras as dk
-            >>> detector = dk.load_predictor("runs/defax_nano-demo")  # doctest: +SKIP
-            >>> for record in detector.predict(["photos/"]).records:  # doctest: +SKIP
-            ...     print(record["path"], record.get("label"), record.get("p_fake"))
+            >>> result = dk.load_predictor(run_dir).predict(images, threshold=0.5)
+            >>> [record["label"] in ("real", "fake") for record in result.records]
+            [True, True]
         """
         from defax_keras.inference.predict import predict_inputs
 
@@ -158,8 +158,12 @@ def load_predictor(path) -> Predictor:
 
     Example:
         >>> import defax_keras as dk
-        >>> detector = dk.load_predictor("exports/defax_nano.onnx")  # doctest: +SKIP
-        >>> detector.predict_pixels(pixels)[:, 1]  # P(fake)  # doctest: +SKIP
+        >>> detector = dk.load_predictor(run_dir)        # or a preset, a SavedModel export, an .onnx file
+        >>> detector.kind, detector.image_size
+        ('keras', 112)
+        >>> result = detector.predict(images)            # files and folders; unreadable files get an error
+        >>> [sorted(record) for record in result.records][0]
+        ['label', 'p_fake', 'p_real', 'path']
     """
     from defax_keras.models.preset import is_preset_dir
 

@@ -127,8 +127,13 @@ class ImageClassifier(keras.Model):
         `defax_keras.load_model(preset_dir)`.
 
         Example:
-            >>> model.save_to_preset("presets/defax_nano", threshold=0.4)  # doctest: +SKIP
-            >>> again = DefaxModel.from_preset("presets/defax_nano")  # doctest: +SKIP
+            >>> import defax_keras as dk
+            >>> from defax_keras.models import BackboneClassifier
+            >>> model = dk.load_model(run_dir)
+            >>> model.save_to_preset("presets/detector", threshold=0.4)
+            PosixPath('presets/detector')
+            >>> BackboneClassifier.from_preset("presets/detector").name
+            'simple_cnn_nano'
         """
         from defax_keras.models.preset import save_detector_preset
 

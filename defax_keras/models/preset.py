@@ -75,9 +75,11 @@ def save_detector_preset(model, preset_dir, *, config=None, threshold: float = 0
 
     Example:
         >>> import defax_keras as dk
-        >>> model = dk.build_model("defax_nano")  # doctest: +SKIP
-        >>> dk.save_detector_preset(model, "presets/defax_nano", threshold=0.4)  # doctest: +SKIP
-        >>> again = dk.load_model("presets/defax_nano")  # doctest: +SKIP
+        >>> model = dk.load_model(run_dir)
+        >>> dk.save_detector_preset(model, "presets/simple_cnn", threshold=0.4)
+        PosixPath('presets/simple_cnn')
+        >>> dk.load_predictor("presets/simple_cnn").threshold      # the preset's operating threshold
+        0.4
     """
     from keras_hub.src.utils.preset_utils import get_preset_saver
 
