@@ -110,8 +110,8 @@ def _onnx_predict(model, calibration_images: int):
     from defax_keras.data import load_source
     from defax_keras.data.demo import demo_dataset
     from defax_keras.export.convert import check_pixels, export_onnx
-    from defax_keras.inference import OnnxPredictor
     from defax_keras.export.quantize import quantize_onnx, split_pixels
+    from defax_keras.inference import OnnxPredictor
 
     ((path, _),) = export_onnx(model, tempfile.mkdtemp(), check_pixels(model.image_size))
     if calibration_images:
@@ -123,8 +123,8 @@ def worker(config: str, timed_batches: int, agreement_model: str | None, quick: 
     """One configuration, in this process: images/s of defax_tiny, P(fake) of the trained model on the demo test set."""
     import keras
 
-    from defax_keras.models.loading import load_model
     from defax_keras.models import build_model
+    from defax_keras.models.loading import load_model
 
     policy = "mixed_bfloat16" if config.startswith("bfloat16") else None
     if config == "onednn_amp":

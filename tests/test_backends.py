@@ -6,7 +6,6 @@ Each backend runs in its own process: Keras picks its backend at import time.
 import textwrap
 
 import pytest
-
 from helpers import run_on_backend
 
 SCRIPT = textwrap.dedent(

@@ -6,12 +6,12 @@ import math
 import keras
 import numpy as np
 import pytest
+from helpers import run_on_backend
 
 from defax_keras.errors import DefaxError
 from defax_keras.models import build_model, list_models
 from defax_keras.models.backbones import BACKBONES, build_backbone
 from defax_keras.models.baselines import BASELINES, AttentionPooling, BackboneClassifier
-from helpers import run_on_backend
 
 NANO = [f"{name}_nano" for name in BASELINES]
 

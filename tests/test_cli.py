@@ -3,8 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from defax_keras.cli import main
 from helpers import make_split_dataset, write
+
+from defax_keras.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

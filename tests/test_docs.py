@@ -240,7 +240,7 @@ SCRIPT = re.compile(r"(?:^|\s)python3?\s+((?:docs|bench|scripts)/[\w/]+\.py)")
 @pytest.mark.parametrize("page", PAGES, ids=_name)
 def test_scripts_shown_exist(page):
     missing = []
-    for language, start, code in fenced_blocks(page.read_text()):
+    for _language, start, code in fenced_blocks(page.read_text()):
         for match in SCRIPT.finditer(code):
             if not (ROOT / match.group(1)).is_file():
                 missing.append(f"{_name(page)}:{start}: {match.group(1)}")
@@ -287,7 +287,7 @@ def test_make_targets_shown_exist():
     targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
     missing = []
     for page in PAGES:
-        for language, start, code in fenced_blocks(page.read_text()):
+        for _language, start, code in fenced_blocks(page.read_text()):
             for match in re.finditer(r"^\s*make\s+([\w-]+)", code, re.MULTILINE):
                 if match.group(1) not in targets:
                     missing.append(f"{_name(page)}:{start}: make {match.group(1)}")
@@ -297,7 +297,7 @@ def test_make_targets_shown_exist():
 def test_shell_quoting_of_examples():
     """Every shell line with a `defax` command parses as shell words (no unbalanced quotes)."""
     for page in PAGES:
-        for language, start, code in fenced_blocks(page.read_text()):
+        for language, _start, code in fenced_blocks(page.read_text()):
             if language in ("bash", "sh", "shell", "console"):
                 for line in code.replace("\\\n", " ").split("\n"):
                     if "defax " in line or "scripts/" in line:

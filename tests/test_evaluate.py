@@ -142,8 +142,9 @@ def test_cli_errors_are_one_line(tmp_path, tiny_demo, saved_model):
 
 def test_a_dataset_without_splits_is_scored_whole_or_by_the_runs_manifest(saved_model, tmp_path):
     """Flat class folders: every image is a test image, unless the model's run split that same folder."""
-    from defax_keras.data.sources import load_source
     from helpers import make_split_dataset
+
+    from defax_keras.data.sources import load_source
 
     flat = make_split_dataset(tmp_path / "flat", splits=("",), per_class=10)
     whole = evaluate(saved_model, str(flat), bootstrap=0, run_dir=tmp_path / "no-run-here")

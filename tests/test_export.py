@@ -16,12 +16,12 @@ import pytest
 import tensorflow as tf
 from helpers import encode, pattern, run_on_backend, write, write_image
 
+from defax_keras.cli.predict import format_results
 from defax_keras.data.files import load_image
 from defax_keras.errors import DefaxError
 from defax_keras.evaluation.calibration import with_temperature
 from defax_keras.export import export_saved_model, next_version
 from defax_keras.export.convert import _unsupported_ops, check_pixels, export
-from defax_keras.cli.predict import format_results
 from defax_keras.inference import load_predictor, predict_files
 from defax_keras.models import build_model
 

@@ -1,9 +1,6 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image, ImageOps
-
-from defax_keras.data.formats import decode_with_pil, inspect_image, sniff_format
 from helpers import (
     corrupt_middle_png,
     decompression_bomb_png,
@@ -12,6 +9,9 @@ from helpers import (
     pattern,
     write,
 )
+from PIL import Image, ImageOps
+
+from defax_keras.data.formats import decode_with_pil, inspect_image, sniff_format
 
 LOSSLESS = [
     ("PNG", None), ("PNG", "RGBA"), ("PNG", "L"), ("PNG", "P"), ("PNG", "LA"),

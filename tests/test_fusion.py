@@ -3,7 +3,6 @@
 import textwrap
 
 import pytest
-
 from helpers import run_on_backend
 
 SCRIPT = textwrap.dedent(

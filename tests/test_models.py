@@ -7,6 +7,7 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
+from helpers import run_on_backend
 from sklearn.metrics import log_loss, roc_auc_score
 
 from defax_keras.errors import DefaxError
@@ -15,7 +16,6 @@ from defax_keras.models.backbones import BACKBONES, build_backbone
 from defax_keras.models.defax import DefaxModel
 from defax_keras.models.objectives import ClassCrossEntropy, FakeAUC
 from defax_keras.models.schedules import CosineDecayToFloor
-from helpers import run_on_backend
 
 
 def _pixels(n=4, size=112, seed=0):

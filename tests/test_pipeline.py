@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import corrupt_middle_png, encode, jpeg_with_orientation, make_split_dataset, pattern, write
 from PIL import Image
 
 from defax_keras.data.augment import (
@@ -19,7 +20,6 @@ from defax_keras.data.augment import (
 from defax_keras.data.pipeline import make_dataset
 from defax_keras.data.sources import load_source
 from defax_keras.errors import DataError
-from helpers import corrupt_middle_png, encode, jpeg_with_orientation, make_split_dataset, pattern, write
 
 
 def batches(dataset):

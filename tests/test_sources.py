@@ -3,11 +3,11 @@ import json
 from collections import Counter
 
 import pytest
+from helpers import decompression_bomb_png, encode, make_split_dataset, pattern, write, write_image
 
 from defax_keras.data.manifest import parse_label, stratified_split
 from defax_keras.data.sources import load_source
 from defax_keras.errors import DataError
-from helpers import decompression_bomb_png, encode, make_split_dataset, pattern, write, write_image
 
 
 def labels_by_name(source, split):

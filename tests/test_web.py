@@ -99,7 +99,7 @@ def test_image_modes_are_converted(client, mode):
         from PIL import Image
 
         buffer = io.BytesIO()
-        Image.fromarray((image[..., 0].astype(np.uint16) * 257)).save(buffer, "TIFF")
+        Image.fromarray(image[..., 0].astype(np.uint16) * 257).save(buffer, "TIFF")
         content = buffer.getvalue()
     else:
         content = encode(image, fmt, mode=mode)
@@ -283,7 +283,7 @@ def test_the_page_in_headless_chromium(live_server, browser, tmp_path):
     names = [card.find_element(By.CSS_SELECTOR, ".name").text for card in cards]
     assert names == ["portrait.jpg", XSS_NAME]  # the name is shown as text ...
     with pytest.raises(NoAlertPresentException):
-        browser.switch_to.alert.text  # ... and its onerror never ran
+        _ = browser.switch_to.alert.text  # ... and its onerror never ran
     assert not browser.find_elements(By.CSS_SELECTOR, ".name img")
     for card in cards:
         assert card.find_element(By.CSS_SELECTOR, ".verdict").text.split(" ")[0] in ("Real", "Fake")

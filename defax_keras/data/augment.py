@@ -55,7 +55,7 @@ class Augmentation:
             raise DataError(f"fill_mode must be reflect, wrap, constant or nearest, got {self.fill_mode!r}")
 
     @classmethod
-    def resolve(cls, value) -> "Augmentation | None":
+    def resolve(cls, value) -> Augmentation | None:
         """`True`/`None` -> defaults, `False` -> None, a dict -> overrides of the defaults."""
         if value is None or value is True:
             return cls()

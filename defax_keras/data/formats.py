@@ -20,7 +20,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from defax_keras.constants import IMAGE_EXTENSIONS
 
-
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 """Formats recognised by content; GIF is decoded (first frame) but not discovered."""
 
@@ -78,7 +77,7 @@ class ImageInfo:
         return [self.format, self.width, self.height, self.mode, self.orientation, self.error]
 
     @classmethod
-    def from_json(cls, values) -> "ImageInfo":
+    def from_json(cls, values) -> ImageInfo:
         return cls(*values)
 
 

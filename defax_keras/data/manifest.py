@@ -17,7 +17,6 @@ from defax_keras.constants import CLASS_NAMES
 from defax_keras.data.formats import has_image_extension
 from defax_keras.errors import DataError
 
-
 SPLITS = ("train", "valid", "test")
 
 DEFAULT_SPLIT_FRACTIONS = (0.7, 0.2, 0.1)
@@ -173,7 +172,7 @@ def stratified_split(paths, labels, fractions=DEFAULT_SPLIT_FRACTIONS, seed: int
     assigned = [""] * len(paths)
     rng = np.random.default_rng(seed)
     for label in sorted(set(labels)):
-        members = sorted((p, i) for i, (p, l) in enumerate(zip(paths, labels)) if l == label)
+        members = sorted((p, i) for i, (p, y) in enumerate(zip(paths, labels)) if y == label)
         order = rng.permutation(len(members))
         n_valid = int(round(len(members) * fractions[1]))
         n_test = int(round(len(members) * fractions[2]))

@@ -318,10 +318,10 @@ def _assign_splits(found: _Found, manifest_dir, seed: int, fractions) -> Path | 
         return manifest_path
     keys = [e[0] or e[3] for e in found.entries]
     splits = mf.stratified_split(keys, [e[1] for e in found.entries], fractions, seed)
-    found.entries = [(p, l, s, e) for (p, l, _, e), s in zip(found.entries, splits)]
+    found.entries = [(p, y, s, e) for (p, y, _, e), s in zip(found.entries, splits)]
     if manifest_path is None:
         return None
-    samples = [Sample(p, l, s) for p, l, s, _ in found.entries if p]
+    samples = [Sample(p, y, s) for p, y, s, _ in found.entries if p]
     mf.write_manifest(manifest_path, samples)
     sidecar = {"root": os.path.abspath(found.root), "layout": found.layout, "seed": seed, "fractions": list(fractions)}
     manifest_path.with_suffix(".json").write_text(json.dumps(sidecar, indent=2), encoding="utf-8")

@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from defax_keras.errors import DefaxError
 
@@ -69,7 +69,7 @@ class Recipe:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
 
-    def replace(self, **changes) -> "Recipe":
+    def replace(self, **changes) -> Recipe:
         """A copy with `changes` (how a `_nano` variant derives from its full model)."""
         return dataclasses.replace(self, **changes)
 
