@@ -150,14 +150,46 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def list_models(*, aliases: bool = False) -> list[str]:
-    """Registered model names (with their aliases, such as `defax`, if asked)."""
+    """Registered model names: DeFaX in four sizes, the paper's baselines and the extra models, each with a `_nano` variant.
+
+    Args:
+        aliases: also list the aliases (`defax` = `defax_tiny`), sorted together with the names.
+
+    Returns:
+        The names `build_model` accepts.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> names = dk.list_models()
+        >>> "defax_tiny" in names and "vgg16_nano" in names and "defax" not in names
+        True
+        >>> "defax" in dk.list_models(aliases=True)
+        True
+    """
     load_builtin_models()
     names = list(_REGISTRY)
     return sorted(names + list(_ALIASES)) if aliases else names
 
 
 def build_model(name: str, **overrides):
-    """Build registered model `name`; `overrides` are its options (see `model_entry(name).options`)."""
+    """Build a registered detector: RGB pixels in [0, 255] in, `[P(real), P(fake)]` out.
+
+    Args:
+        name: a name from `list_models()` or an alias (`defax`).
+        **overrides: the model's options (`model_entry(name).options`): `weights` (`imagenet`, `none`,
+            a local KerasHub preset directory), `image_size`, head and fusion sizes, ...
+            An unknown option is a one-line `DefaxError` that lists the valid ones.
+
+    Returns:
+        An uncompiled `keras.Model`; `compile()` with no arguments gives its training recipe's setup.
+
+    Example:
+        >>> import defax_keras as dk
+        >>> model = dk.build_model("defax_nano", num_heads=4)
+        >>> model.input_shape, model.output_shape
+        ((None, 112, 112, 3), (None, 2))
+        >>> model.compile()                                   # AdamW 1e-4, cosine decay; accuracy and ROC AUC
+    """
     entry = model_entry(name)
     unknown = sorted(set(overrides) - set(entry.options))
     if unknown:
