@@ -22,6 +22,11 @@ def cmd_data_check(args) -> int:
     if args.output:
         path = write_json(Path(args.output) / "data_report.json", report)
         print(f"\nReport written to {path}", file=sys.stderr if args.json else sys.stdout)
+        if report.get("distributions"):
+            from defax_keras.data.statistics import plot_intensity_histograms
+
+            figure = plot_intensity_histograms(report["distributions"], Path(args.output) / "intensity_histograms.png")
+            print(f"Intensity histograms written to {figure}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 def cmd_data_demo(args) -> int:
@@ -53,11 +58,13 @@ def add_commands(commands) -> None:
         "check",
         help="count, validate and look for leakage in a dataset",
         description="Scan a dataset: counts per split and class, unreadable files, duplicates "
-        "across splits (same content = leakage) and image size statistics.",
+        "across splits (same content = leakage), image size statistics, pixel-intensity distributions "
+        "per split and class, and shortcuts (real and fake differing in file format, size, JPEG quality, "
+        "EXIF or colour mode).",
     )
     check.add_argument("path", help="dataset folder, CSV manifest, or 'demo'")
-    check.add_argument("--output", "-o", help="folder to write data_report.json to")
-    check.add_argument("--quick", action="store_true", help="check headers only: no decoding, no hashing")
+    check.add_argument("--output", "-o", help="folder to write data_report.json (and intensity_histograms.png) to")
+    check.add_argument("--quick", action="store_true", help="check headers only: no decoding, no hashing, no intensity statistics")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.set_defaults(func=cmd_data_check)
 

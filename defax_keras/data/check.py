@@ -1,7 +1,9 @@
 """`defax data check`: what is in a dataset, and what is wrong with it.
 
 Counts per split and class, unreadable files with reasons, exact duplicates
-(the same bytes in two splits is test-set leakage) and image size statistics.
+(the same bytes in two splits is test-set leakage), image size statistics,
+pixel-intensity distributions per split and class (`data/statistics.py`) and
+shortcuts: file properties in which real and fake differ (`data/shortcuts.py`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from defax_keras.data.manifest import CLASS_NAMES
+from defax_keras.data.shortcuts import PROPERTIES, find_shortcuts
 from defax_keras.data.sources import load_source
+from defax_keras.data.statistics import CHANNELS, SAMPLE_PER_GROUP, intensity_statistics
 
 _EXAMPLES = 10
 
@@ -67,11 +71,22 @@ def size_statistics(samples) -> dict:
     }
 
 
-def check_dataset(location, *, decode: bool = True, duplicates: bool = True) -> dict:
+def check_dataset(
+    location,
+    *,
+    decode: bool = True,
+    duplicates: bool = True,
+    per_group: int = SAMPLE_PER_GROUP,
+    seed: int = 0,
+) -> dict:
     """The full data report of a dataset (a JSON-ready dict).
 
     `decode` decodes every image with the pipeline's decoders (cached per
-    file); without it only headers are checked. `duplicates` hashes every file.
+    file) and a seeded sample of at most `per_group` images per split and
+    class for the intensity statistics (`distributions`); without it only
+    headers are checked. `duplicates` hashes every file. The `shortcuts`
+    (real and fake differing in format, size, JPEG quality, EXIF or colour
+    mode) need headers only and are always checked.
     """
     source = load_source(location)
     if decode:
@@ -83,6 +98,9 @@ def check_dataset(location, *, decode: bool = True, duplicates: bool = True) -> 
     report["image_sizes"] = size_statistics(source.samples)
     if duplicates:
         report["duplicates"] = find_duplicates(source.samples)
+    if decode:
+        report["distributions"] = intensity_statistics(source.samples, per_group=per_group, seed=seed)
+    report["shortcuts"] = find_shortcuts(source.samples, per_group=per_group, seed=seed)
     return report
 
 
@@ -127,4 +145,51 @@ def format_report(report: dict) -> str:
         lines.append("  most common: " + ", ".join(f"{k} ({v})" for k, v in sizes["most_common"].items()))
         lines.append("  formats: " + ", ".join(f"{k} ({v})" for k, v in sizes["formats"].items()))
         lines.append("  colour modes: " + ", ".join(f"{k} ({v})" for k, v in sizes["modes"].items()))
+    if report.get("distributions"):
+        lines += [""] + _distribution_lines(report["distributions"])
+    if report.get("shortcuts"):
+        lines += [""] + _shortcut_lines(report["shortcuts"])
     return "\n".join(lines)
+
+
+def _rgb(values) -> str:
+    return "/".join(f"{v:.0f}" for v in values)
+
+
+def _distribution_lines(distributions: dict) -> list[str]:
+    lines = [
+        f"Distributions: pixel intensities of at most {distributions['per_group']} decoded images per split and class "
+        f"(mean and std, R/G/B)"
+    ]
+    rows = [(split, groups) for split, groups in distributions["splits"].items()] + [("all", distributions["classes"])]
+    for name, groups in rows:
+        cells = [
+            f"{label} {_rgb(groups[label]['mean'])} \u00b1 {_rgb(groups[label]['std'])} ({groups[label]['images']})"
+            for label in CLASS_NAMES
+            if groups.get(label, {}).get("images")
+        ]
+        lines.append(f"  {name:<6} " + "   ".join(cells))
+    lines.append(
+        f"  Wasserstein distance in grey levels (largest of {'/'.join(CHANNELS)}; warning above "
+        f"{distributions['threshold']:g} unless a permutation test gives p >= {distributions['max_p_value']:g}): "
+        + ", ".join(
+            f"{c['a']}-{c['b']} {c['max']:.1f}" + (f" (p {c['p_value']:.2g})" if c["p_value"] is not None else "")
+            for c in distributions["comparisons"]
+        )
+    )
+    lines += [f"  WARNING: {message}" for message in distributions["warnings"]] or ["  no warnings"]
+    return lines
+
+
+def _shortcut_lines(shortcuts: dict) -> list[str]:
+    lines = [
+        f"Shortcuts: file properties of {CLASS_NAMES[0]} vs {CLASS_NAMES[1]} (total variation; warning above "
+        f"{shortcuts['threshold']:g} with at least {shortcuts['min_images']} images per class and chi-square "
+        f"p < {shortcuts['max_p_value']:g})"
+    ]
+    for name, title in PROPERTIES.items():
+        found = shortcuts["properties"].get(name)
+        if found and found["total_variation"] is not None:
+            lines.append(f"  {title + ':':<15} {found['total_variation']:.2f}")
+    lines += [f"  WARNING: {message}" for message in shortcuts["warnings"]] or ["  no warnings"]
+    return lines
