@@ -14,6 +14,7 @@ was; otherwise right after `import keras` finishes).
 """
 
 import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,25 @@ def __getattr__(name):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'defax_keras' has no attribute {name!r}")
+
+
+class _PublicNames(types.ModuleType):
+    """`dk.explain` and `dk.export` are functions, though `explain/` and `export/` are also subpackages.
+
+    Importing a subpackage makes the import system set it as an attribute of
+    its parent, which would hide the function of the same name from
+    `__getattr__`; this module type leaves those two names to the functions
+    (`sys.modules` still holds the subpackages, so `from defax_keras.export
+    import ...` is unaffected).
+    """
+
+    def __setattr__(self, name, value):
+        if name in ("explain", "export") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _PublicNames
 
 
 def _register_model_classes() -> None:
