@@ -51,10 +51,12 @@ def calibration_scores(labels, p_fake) -> dict:
 
 
 def logits_model(model):
-    """`model` up to its head: logits before temperature and softmax."""
-    import keras
+    """`model` up to its head: logits before temperature and softmax (`ImageClassifier.logits_model`)."""
+    from defax_keras.models.classifier import ImageClassifier
 
-    return keras.Model(model.inputs, model.get_layer("head").output)
+    if not isinstance(model, ImageClassifier):
+        raise ValueError(f"{model.name} is not an ImageClassifier")
+    return model.logits_model()
 
 
 def split_logits(logits_model, source, split: str, batch_size: int):

@@ -52,12 +52,7 @@ from defax_keras.explain.figures import (
     save_overlay,
 )
 from defax_keras.explain.lime import LIME_SAMPLES, lime_explanation, top_superpixels
-from defax_keras.explain.model import (
-    attention_model,
-    build_explain_model,
-    explain_targets,
-    resolve_targets,
-)
+from defax_keras.explain.model import attention_model, build_explain_model, explain_targets, has_attention, resolve_targets
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +84,7 @@ def resolve_methods(model, methods, target: str) -> list[tuple[str, str | None]]
                 continue
             columns += [(method, t) for t in resolve_targets(model, target)]
         elif method == "attention":
-            if explicit or "fusion" in [layer.name for layer in model.layers]:
+            if explicit or has_attention(model):
                 attention_model(model)  # raises the one-line error for models without cross-attention
                 columns.append(("attention", None))
         else:

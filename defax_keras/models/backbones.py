@@ -15,9 +15,11 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import keras
 import keras_hub
 
 from defax_keras.errors import DefaxError
+from defax_keras.models.taps import Tap, square_side, tap_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -259,3 +261,41 @@ def _from_preset(spec: BackboneSpec, preset: str, kwargs: dict):
     logger.info("Loaded %s weights from %s", spec.family, preset)
     return backbone
 
+
+
+def backbone_features(backbone, x, tap: Tap):
+    """`backbone(x)`, its spatial output offered to `tap`: a map `[B, h, w, C]` as `local`, square tokens as `global`.
+
+    ViT's output is read at its class token, which after the last block does
+    not depend on that block's patch tokens; so its `global` tap is the patch
+    tokens entering the last block (the backbone is re-wired only when the tap
+    wants them).
+
+    Example:
+        >>> from defax_keras.models.taps import Tap
+        >>> backbone = build_backbone("vit_nano", 112)
+        >>> tap = Tap(["global"])
+        >>> _ = backbone_features(backbone, keras.Input((112, 112, 3)), tap)
+        >>> tuple(tap.outputs["global"].shape)
+        (None, 7, 7, 64)
+    """
+    if isinstance(backbone, keras_hub.models.ViTBackbone):
+        return _vit_features(backbone, x, tap) if tap.wants("global") else backbone(x)
+    features = backbone(x)
+    if len(features.shape) == 4:
+        return tap("local", features)
+    return tap_tokens(tap, "global", features)
+
+
+def _vit_features(backbone, x, tap: Tap):
+    """ViT with the patch tokens entering its last block offered to `tap` as `global`."""
+    tokens = backbone.get_layer("vit_patching_and_embedding")(x)
+    encoder = backbone.get_layer("vit_encoder")
+    tokens = encoder.dropout(tokens)
+    for block in encoder.encoder_layers[:-1]:
+        tokens = block(tokens)
+    class_token = tokens[:, :1]
+    if square_side(tokens.shape[1] - 1):
+        patches = tap_tokens(tap, "global", tokens[:, 1:])
+        tokens = keras.layers.Concatenate(axis=1, name="with_class_token")([class_token, patches])
+    return encoder.layer_norm(encoder.encoder_layers[-1](tokens))

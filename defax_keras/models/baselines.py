@@ -19,8 +19,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from defax_keras.models.backbones import build_backbone
-from defax_keras.models.classifier import ImageClassifier, imagenet_normalization, probabilities_from_logits
+from defax_keras.models.backbones import backbone_features, build_backbone
+from defax_keras.models.classifier import ImageClassifier, imagenet_normalization
 from defax_keras.models.registry import Recipe, nano_recipe, register_model
 
 NUM_CLASSES = 2
@@ -73,15 +73,15 @@ class ClassToken(keras.layers.Layer):
         return (input_shape[0], input_shape[-1])
 
 
-def _pool(pooling: str, features, dtype):
+def _pool(pooling: str, token_input: bool, dtype):
     if pooling == "avg":
-        layer = keras.layers.GlobalAveragePooling2D if len(features.shape) == 4 else keras.layers.GlobalAveragePooling1D
-        return layer(name="pool", dtype=dtype)(features)
+        layer = keras.layers.GlobalAveragePooling1D if token_input else keras.layers.GlobalAveragePooling2D
+        return layer(name="pool", dtype=dtype)
     if pooling == "class_token":
-        return ClassToken(name="pool", dtype=dtype)(features)
+        return ClassToken(name="pool", dtype=dtype)
     if pooling == "attention":
-        return AttentionPooling(name="pool", dtype=dtype)(features)
-    return keras.layers.Flatten(name="pool", dtype=dtype)(features)
+        return AttentionPooling(name="pool", dtype=dtype)
+    return keras.layers.Flatten(name="pool", dtype=dtype)
 
 
 def mlp_head(hidden: int | None, dropout: float, batch_norm: bool = False, name: str = "head", dtype=None) -> keras.Sequential:
@@ -136,15 +136,17 @@ class BackboneClassifier(ImageClassifier):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if input_scaling not in ("imagenet", "unit"):
             raise ValueError(f"input_scaling must be 'imagenet' or 'unit', got {input_scaling!r}")
-        images = keras.Input(shape=tuple(backbone.input_shape[1:]), name="images")
         if input_scaling == "imagenet":
-            x = imagenet_normalization(dtype=dtype)(images)
+            normalize = imagenet_normalization(dtype=dtype)
         else:
-            x = keras.layers.Rescaling(1.0 / 255, name="normalize", dtype=dtype)(images)
-        features = backbone(x)
-        pooled = _pool(pooling, features, dtype)
-        logits = mlp_head(head_units, head_dropout, head_batch_norm, dtype=dtype)(pooled)
-        probabilities = probabilities_from_logits(logits, temperature)
+            normalize = keras.layers.Rescaling(1.0 / 255, name="normalize", dtype=dtype)
+        layers = {
+            "normalize": normalize,
+            "backbone": backbone,
+            "pool": _pool(pooling, len(backbone.output.shape) == 3, dtype),
+            "head": mlp_head(head_units, head_dropout, head_batch_norm, dtype=dtype),
+        }
+        images, probabilities = self._functional_graph(layers, backbone.input_shape[1:], temperature)
         super().__init__(inputs=images, outputs=probabilities, dtype=dtype, **kwargs)
         self.temperature = float(temperature)
         self.backbone = backbone
@@ -158,6 +160,10 @@ class BackboneClassifier(ImageClassifier):
         self.default_final_learning_rate = final_learning_rate
         self.default_weight_decay = weight_decay
 
+    @classmethod
+    def _forward(cls, layers, images, tap):
+        features = backbone_features(layers["backbone"], layers["normalize"](images), tap)
+        return layers["head"](layers["pool"](features))
 
     def get_config(self):
         return self._config(

@@ -11,9 +11,11 @@ import math
 
 import keras
 
+from defax_keras.errors import DefaxError
 from defax_keras.models.objectives import ClassCrossEntropy, FakeAUC
 from defax_keras.models.registry import Recipe
 from defax_keras.models.schedules import CosineDecayToFloor
+from defax_keras.models.taps import TARGETS, FeatureMapTap, Tap
 
 _PAPER = Recipe()  # the paper's DeFaX training setup
 
@@ -68,11 +70,7 @@ class TemperatureScaling(keras.layers.Layer):
         return {**super().get_config(), "temperature": self.temperature}
 
 
-def probabilities_from_logits(logits, temperature: float = 1.0):
-    """Softmax in float32 (also under mixed precision), after the temperature when it is not 1."""
-    if temperature != 1.0:
-        logits = TemperatureScaling(temperature, name="temperature")(logits)
-    return keras.layers.Softmax(name="probabilities", dtype="float32")(logits)
+NO_ATTENTION = "{name} has no cross-attention; the attention map is DeFaX's (defax_* models)"
 
 
 class ImageClassifier(keras.Model):
@@ -81,6 +79,43 @@ class ImageClassifier(keras.Model):
     Subclasses set the class attributes below to their paper's training setup
     and name their backbone arguments in `nested_layers` (serialised inside the
     config, frozen by `set_backbones_trainable`).
+
+    A subclass describes its forward pass once, in `_forward(layers, images,
+    tap)` (see `defax_keras.models.taps`), and builds itself from it with
+    `_functional_graph`. Explanations and calibration reach the named
+    intermediates through `intermediate_model`, `feature_model`,
+    `logits_model` and `attention_model`, which re-run `_forward` on the
+    model's own layers (weights shared, nothing copied).
+
+    Example:
+        A new family: layers made in the constructor, wired in `_forward`.
+
+        ```python
+        @keras.saving.register_keras_serializable(package="my_detectors")
+        class TinyCNN(ImageClassifier):
+            def __init__(self, image_size=32, temperature=1.0, **kwargs):
+                layers = {
+                    "conv": keras.layers.Conv2D(8, 3, activation="relu", name="conv"),
+                    "pool": keras.layers.GlobalAveragePooling2D(name="pool"),
+                    "head": keras.layers.Dense(2, name="head"),
+                }
+                images, outputs = self._functional_graph(layers, (image_size, image_size, 3), temperature)
+                super().__init__(inputs=images, outputs=outputs, **kwargs)
+                self.temperature = float(temperature)
+
+            @classmethod
+            def _forward(cls, layers, images, tap):
+                feature_map = tap("local", layers["conv"](images / 255.0))
+                return layers["head"](layers["pool"](feature_map))
+
+            def get_config(self):
+                return self._config(image_size=self.image_size)
+
+        model = TinyCNN()
+        model.explain_targets()                # ("local",)
+        model.feature_model("local")           # images -> logits, through a `feature_map` layer
+        model.logits_model()                   # images -> logits before temperature and softmax
+        ```
     """
 
     default_optimizer = _PAPER.optimizer
@@ -113,6 +148,163 @@ class ImageClassifier(keras.Model):
             if isinstance(config.get(key), dict):
                 config[key] = keras.layers.deserialize(config[key])
         return cls(**config)
+
+    # ------------------------------------------------------------------ the forward pass
+
+    @classmethod
+    def _forward(cls, layers: dict, images, tap: Tap):
+        """Wire images `[B, H, W, 3]` in [0, 255] to the head's logits `[B, 2]` (before any temperature).
+
+        `layers` maps names to the model's layers (those the constructor
+        made, plus the `nested_layers` under their argument names). Call
+        `tap(name, tensor)` at each intermediate the model has (`local`,
+        `global`, `attention`; see `defax_keras.models.taps`) and continue
+        with what it returns. Create only weightless glue here: anything
+        with weights belongs in `layers`, so every call shares them.
+        """
+        raise NotImplementedError(f"{cls.__name__} does not describe its forward pass (_forward)")
+
+    @classmethod
+    def _logits(cls, layers: dict, images, tap: Tap):
+        """`_forward`, then the calibration temperature (a `temperature` layer, when there is one), tapped as `logits`."""
+        logits = cls._forward(layers, images, tap)
+        if layers.get("temperature") is not None:
+            logits = layers["temperature"](logits)
+        return tap("logits", logits)
+
+    @classmethod
+    def _functional_graph(cls, layers: dict, image_shape, temperature: float = 1.0):
+        """`(inputs, outputs)` for the constructor's `super().__init__`: the forward pass, temperature, softmax.
+
+        Softmax in float32 (also under mixed precision); a `TemperatureScaling`
+        layer named `temperature` only when `temperature` is not 1.
+        """
+        if temperature != 1.0:
+            layers = {**layers, "temperature": TemperatureScaling(temperature, name="temperature")}
+        images = keras.Input(shape=tuple(image_shape), name="images")
+        logits = cls._logits(layers, images, Tap())
+        return images, keras.layers.Softmax(name="probabilities", dtype="float32")(logits)
+
+    def _forward_layers(self) -> dict:
+        """The layers `_forward` is given: the model's own, by name, and its `nested_layers` by argument name."""
+        layers = {layer.name: layer for layer in self.layers}
+        layers.update({key: getattr(self, key) for key in self.nested_layers})
+        return layers
+
+    def _tapped(self, tap: Tap):
+        """Re-run the forward pass on this model's layers with `tap`; returns `(images input, logits)`."""
+        images = keras.Input(shape=tuple(self.inputs[0].shape[1:]), name="images")
+        return images, self._logits(self._forward_layers(), images, tap)
+
+    def intermediate_names(self) -> tuple[str, ...]:
+        """The named intermediates this model's forward pass exposes (`local`, `global`, `attention`, `logits`).
+
+        Example:
+            >>> import defax_keras.models as models
+            >>> models.build_model("defax_nano").intermediate_names()
+            ('global', 'local', 'attention', 'logits')
+        """
+        names = self.__dict__.get("_intermediate_names")
+        if names is None:
+            probe = Tap(None)
+            self._tapped(probe)
+            names = tuple(probe.outputs)
+            object.__setattr__(self, "_intermediate_names", names)  # a cache, not model state
+        return names
+
+    def intermediate_model(self, *names: str) -> keras.Model:
+        """images -> `{name: tensor}` for the named intermediates (see `intermediate_names`).
+
+        Example:
+            >>> import numpy as np
+            >>> import defax_keras.models as models
+            >>> model = models.build_model("defax_nano")
+            >>> outputs = model.intermediate_model("local", "logits")(np.zeros((1, 112, 112, 3)))
+            >>> tuple(outputs["local"].shape), tuple(outputs["logits"].shape)
+            ((1, 7, 7, 320), (1, 2))
+        """
+        unknown = [name for name in names if name not in self.intermediate_names()]
+        if unknown:
+            raise DefaxError(f"{self.name} has no {unknown[0]!r} output; it has: {', '.join(self.intermediate_names())}")
+        tap = Tap(names)
+        images, _ = self._tapped(tap)
+        return keras.Model(images, {name: tap.outputs[name] for name in names}, name=f"{self.name}_intermediates")
+
+    def explain_targets(self) -> tuple[str, ...]:
+        """The feature maps this model can be explained at with class-activation maps: `local`, `global`, both or none.
+
+        Example:
+            >>> import defax_keras.models as models
+            >>> models.build_model("defax_nano").explain_targets(), models.build_model("vgg16_nano").explain_targets()
+            (('local', 'global'), ('local',))
+        """
+        return tuple(target for target in TARGETS if target in self.intermediate_names())
+
+    def feature_model(self, target: str, offset: bool = False) -> keras.Model:
+        """The flat "explain" model at `target` (`local` or `global`): the map is a layer of its own.
+
+        Grad-CAM needs the gradient of the class score with respect to a
+        spatial map. In a detector that map is the output of a nested
+        backbone, which tf-keras-vis cannot reach, and transformers give
+        tokens rather than a map. The feature model re-runs the forward pass
+        with the map (tokens as their square grid) passing through a layer
+        named `feature_map`, and outputs the pre-softmax logits (after the
+        calibration temperature, if any).
+
+        Args:
+            target: one of `explain_targets()`.
+            offset: `False`: images -> logits (what tf-keras-vis is given).
+                `True`: `[images, offset]` -> `[logits, feature_map]`, where
+                `offset` (zeros when explaining) is added to the map, so the
+                gradient with respect to it is the gradient with respect to
+                the map on any backend.
+
+        Example:
+            >>> import defax_keras.models as models
+            >>> model = models.build_model("simple_cnn_nano")
+            >>> explain = model.feature_model("local")
+            >>> tuple(explain.get_layer("feature_map").output.shape), tuple(explain.output.shape)
+            ((None, 14, 14, 64), (None, 2))
+        """
+        if target not in self.explain_targets():
+            available = ", ".join(self.explain_targets()) or "none"
+            raise DefaxError(f"{self.name} has no {target} feature map; it can be explained at: {available}")
+        tap = FeatureMapTap(target, offset)
+        images, logits = self._tapped(tap)
+        name = f"{self.name}_{target}_explain"
+        if offset:
+            return keras.Model([images, *tap.inputs], [logits, tap.outputs[target]], name=name)
+        return keras.Model(images, logits, name=name)
+
+    def logits_model(self) -> keras.Model:
+        """images -> the head's logits `[B, 2]`, before the temperature and the softmax (what calibration fits).
+
+        Example:
+            >>> import defax_keras.models as models
+            >>> tuple(models.build_model("simple_cnn_nano").logits_model().output.shape)
+            (None, 2)
+        """
+        images = keras.Input(shape=tuple(self.inputs[0].shape[1:]), name="images")
+        return keras.Model(images, self._forward(self._forward_layers(), images, Tap()), name=f"{self.name}_logits")
+
+    def attention_model(self) -> keras.Model:
+        """images -> cross-attention shares per local region `[B, h, w]` (DeFaX; others raise `DefaxError`).
+
+        Each value is the share of attention the global (Swin) tokens gave
+        that EfficientNet region, averaged over heads and queries; a map sums to 1.
+
+        Example:
+            >>> import defax_keras.models as models
+            >>> tuple(models.build_model("defax_nano").attention_model().output.shape)
+            (None, 7, 7)
+        """
+        if "attention" not in self.intermediate_names():
+            raise DefaxError(NO_ATTENTION.format(name=self.name))
+        tap = Tap(["attention"])
+        images, _ = self._tapped(tap)
+        return keras.Model(images, tap.outputs["attention"], name=f"{self.name}_attention")
+
+    # ------------------------------------------------------------------ training
 
     @property
     def image_size(self) -> int:

@@ -4,18 +4,21 @@
 x -> normalize -> swin         -> global tokens [B, N, Cs] --(queries)------.
                -> efficientnet -> local map [B, h, w, Ce] -> [B, h*w, Ce] --> fusion -> mean -> head -> softmax
 ```
-Sub-layers are named `swin`, `efficientnet`, `fusion`, `head` so explanations
-can reach the branch outputs and training can freeze the backbones.
+Sub-layers are named `swin`, `efficientnet`, `fusion`, `head`; `_forward`
+taps the local map, the global tokens (as a grid) and the attention shares for
+explanations, and training can freeze the backbones.
 """
 
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from defax_keras.models.backbones import build_backbone
-from defax_keras.models.classifier import ImageClassifier, imagenet_normalization, probabilities_from_logits
+from defax_keras.models.classifier import ImageClassifier, imagenet_normalization
 from defax_keras.models.fusion import CrossAttentionFusion
 from defax_keras.models.registry import Recipe, nano_recipe, register_model
+from defax_keras.models.taps import tap_tokens
 
 NUM_CLASSES = 2
 
@@ -32,6 +35,23 @@ def classification_head(units: int, dropout: float, name: str = "head", dtype=No
         ],
         name=name,
     )
+
+
+class AttentionShares(keras.layers.Layer):
+    """The fusion's attention scores `[B, heads, N, M]` averaged over heads and queries: `[B, M]`.
+
+    A layer of its own because Keras graphs take a layer's output arity from
+    its first call, where the fusion returned the fused tokens only. Made
+    only when a tap asks for `attention`; never part of the saved model.
+    """
+
+    def __init__(self, fusion, **kwargs):
+        super().__init__(**kwargs)
+        self.fusion = fusion
+
+    def call(self, query_tokens, context_tokens):
+        _, scores = self.fusion(query_tokens, context_tokens, return_attention_scores=True)
+        return ops.mean(scores, axis=(1, 2))
 
 
 @keras.saving.register_keras_serializable(package="defax_keras")
@@ -66,22 +86,18 @@ class DefaxModel(ImageClassifier):
         if tuple(efficientnet.input_shape[1:3]) not in ((None, None), image_shape[:2]):
             raise ValueError(f"backbones disagree on the image size: {image_shape[:2]} vs {efficientnet.input_shape[1:3]}")
         # === Layers ===
-        normalize = imagenet_normalization(dtype=dtype)
-        fusion = CrossAttentionFusion(
-            num_heads=num_heads, fusion_dim=fusion_dim, key_dim=key_dim, dropout=attention_dropout, name="fusion", dtype=dtype
-        )
-        head = classification_head(head_units, head_dropout, dtype=dtype)
+        layers = {
+            "normalize": imagenet_normalization(dtype=dtype),
+            "swin": swin,
+            "efficientnet": efficientnet,
+            "fusion": CrossAttentionFusion(
+                num_heads=num_heads, fusion_dim=fusion_dim, key_dim=key_dim, dropout=attention_dropout, name="fusion", dtype=dtype
+            ),
+            "pool": keras.layers.GlobalAveragePooling1D(name="pool", dtype=dtype),
+            "head": classification_head(head_units, head_dropout, dtype=dtype),
+        }
         # === Functional model ===
-        images = keras.Input(shape=image_shape, name="images")
-        x = normalize(images)
-        global_tokens = swin(x)
-        local_map = efficientnet(x)
-        _, height, width, channels = local_map.shape
-        local_tokens = keras.layers.Reshape((height * width, channels), name="local_tokens", dtype=dtype)(local_map)
-        fused = fusion(global_tokens, local_tokens)
-        pooled = keras.layers.GlobalAveragePooling1D(name="pool", dtype=dtype)(fused)
-        logits = head(pooled)
-        probabilities = probabilities_from_logits(logits, temperature)
+        images, probabilities = self._functional_graph(layers, image_shape, temperature)
         super().__init__(inputs=images, outputs=probabilities, dtype=dtype, **kwargs)
         self.temperature = float(temperature)
         # === Config ===
@@ -94,6 +110,19 @@ class DefaxModel(ImageClassifier):
         self.head_units = head_units
         self.head_dropout = head_dropout
 
+    @classmethod
+    def _forward(cls, layers, images, tap):
+        dtype = layers["fusion"].dtype_policy
+        x = layers["normalize"](images)
+        global_tokens = tap_tokens(tap, "global", layers["swin"](x))
+        local_map = tap("local", layers["efficientnet"](x))
+        _, height, width, channels = local_map.shape
+        local_tokens = keras.layers.Reshape((height * width, channels), name="local_tokens", dtype=dtype)(local_map)
+        if tap.wants("attention"):
+            shares = AttentionShares(layers["fusion"], name="attention_shares")(global_tokens, local_tokens)
+            tap("attention", keras.layers.Reshape((height, width), name="attention_map")(shares))
+        fused = layers["fusion"](global_tokens, local_tokens)
+        return layers["head"](layers["pool"](fused))
 
     def get_config(self):
         return self._config(
