@@ -73,6 +73,14 @@ class ClassToken(keras.layers.Layer):
         return (input_shape[0], input_shape[-1])
 
 
+def _output_rank(backbone) -> int:
+    """3 for tokens, 4 for a map (a Sequential made with an Input has no `output` until it is called)."""
+    try:
+        return len(backbone.output.shape)
+    except AttributeError:
+        return len(backbone.compute_output_shape(backbone.input_shape))
+
+
 def _pool(pooling: str, token_input: bool, dtype):
     if pooling == "avg":
         layer = keras.layers.GlobalAveragePooling1D if token_input else keras.layers.GlobalAveragePooling2D
@@ -143,7 +151,7 @@ class BackboneClassifier(ImageClassifier):
         layers = {
             "normalize": normalize,
             "backbone": backbone,
-            "pool": _pool(pooling, len(backbone.output.shape) == 3, dtype),
+            "pool": _pool(pooling, _output_rank(backbone) == 3, dtype),
             "head": mlp_head(head_units, head_dropout, head_batch_norm, dtype=dtype),
         }
         images, probabilities = self._functional_graph(layers, backbone.input_shape[1:], temperature)
