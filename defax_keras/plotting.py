@@ -15,9 +15,9 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path) -> Path:
-    """Lay out, write (120 dpi) and close `fig`; returns the path."""
+def save_figure(fig, path, metadata: dict | None = None) -> Path:
+    """Lay out, write (120 dpi) and close `fig`; returns the path. `metadata`: PNG text chunks (e.g. `Description`)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, metadata=metadata)
     pyplot().close(fig)
     return Path(path)

@@ -130,3 +130,31 @@ def interrupt_after_first_epoch(args, output, env=None, timeout: float = 400) ->
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     return json.loads(metadata.read_text())["epoch"]
+
+
+def blank_gradcam_model():
+    """simple_cnn_nano whose Grad-CAM is all zero for both classes, by construction: the hidden layer's weights
+    are made non-negative and the logits' negative, so d logit / d feature map <= 0 everywhere, every channel
+    weight (mean gradient) is <= 0, the feature map (after ReLU and max-pooling) is >= 0, and the ReLU of the
+    weighted sum erases everything."""
+    import keras
+
+    from defax_keras.models import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("simple_cnn_nano")
+    hidden, logits = model.get_layer("head").get_layer("hidden"), model.get_layer("head").get_layer("logits")
+    hidden.kernel.assign(keras.ops.abs(hidden.kernel))
+    logits.kernel.assign(-keras.ops.abs(logits.kernel))
+    return model
+
+
+def demo_test_images(root, per_class: int, size: int):
+    """The first `per_class` real and fake test images of the demo set: `(paths, [N, size, size, 3] pixels)`."""
+    from pathlib import Path
+
+    from defax_keras.data.files import load_image
+
+    test = Path(root) / "real_vs_fake" / "real-vs-fake" / "test"
+    paths = [p for cls in ("real", "fake") for p in sorted((test / cls).iterdir())[:per_class]]
+    return paths, np.stack([load_image(p, size) for p in paths])

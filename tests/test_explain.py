@@ -10,10 +10,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import run_on_backend
+from helpers import demo_test_images, run_on_backend
 
 from defax_keras.data import load_source, make_dataset
-from defax_keras.data.files import load_image
 from defax_keras.errors import DefaxError
 from defax_keras.explain import faithfulness as faith
 from defax_keras.explain.cam import keras_grad_cam, map_gradients, normalize_maps, tf_keras_vis_cam, upsample
@@ -24,12 +23,6 @@ from defax_keras.models import build_model
 from defax_keras.models.baselines import BackboneClassifier
 
 
-def _test_images(root, per_class: int, size: int):
-    test = Path(root) / "real_vs_fake" / "real-vs-fake" / "test"
-    paths = [p for cls in ("real", "fake") for p in sorted((test / cls).iterdir())[:per_class]]
-    return paths, np.stack([load_image(p, size) for p in paths])
-
-
 @pytest.fixture(scope="module")
 def defax_nano():
     keras.utils.set_random_seed(1)
@@ -38,7 +31,7 @@ def defax_nano():
 
 @pytest.fixture(scope="module")
 def demo_images(demo_root):
-    return _test_images(demo_root, 4, 112)
+    return demo_test_images(demo_root, 4, 112)
 
 
 @pytest.fixture(scope="module")
@@ -187,13 +180,15 @@ def test_grad_cam_on_jax_and_torch_equals_tf_keras_vis(backend, demo_root, tmp_p
     key = model.get_layer("fusion").attention._key_dense.kernel
     key.assign(key * 1000.0)
     model.save(tmp_path / "model.keras")
-    _, images = _test_images(demo_root, 2, 112)
+    _, images = demo_test_images(demo_root, 2, 112)
     classes = np.array([0, 1, 1, 0])
     np.savez(tmp_path / "inputs.npz", images=images, classes=classes)
     report = run_on_backend(backend, PARITY_SCRIPT, str(tmp_path / "model.keras"), str(tmp_path / "inputs.npz"), str(tmp_path / "maps.npz"))
     assert report["backend"] == backend
     assert "needs the TensorFlow backend" in report["error"]
-    assert [tuple(c) for c in report["all"]] == [("gradcam", "local"), ("gradcam", "global"), ("lime", None), ("attention", None)]
+    assert [tuple(c) for c in report["all"]] == [
+        ("gradcam", "local"), ("gradcam", "global"), ("eigencam", "local"), ("eigencam", "global"), ("lime", None), ("attention", None),
+    ]
     theirs = np.load(tmp_path / "maps.npz")
     for target in ("local", "global"):
         reference = tf_keras_vis_cam("gradcam", build_explain_model(model, target), images, classes)
@@ -238,7 +233,7 @@ def test_perturbation_paths_and_areas():
 
 def test_grad_cam_is_more_faithful_than_a_random_map_on_a_trained_model(trained_cnn, demo_root):
     _, model = trained_cnn
-    _, images = _test_images(demo_root, 8, 112)
+    _, images = demo_test_images(demo_root, 8, 112)
     explainer = Explainer(model, batch_size=16)
     classes = (explainer.predict(images)[:, 1] >= 0.5).astype(int)
     cam = explainer.heat("gradcam", explainer.raw_maps("gradcam", "local", images, classes), 112)

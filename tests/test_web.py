@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from helpers import corrupt_middle_png, decompression_bomb_png, encode, jpeg_with_orientation, pattern
+from helpers import blank_gradcam_model, corrupt_middle_png, decompression_bomb_png, encode, jpeg_with_orientation, pattern
 
 from defax_keras.data.files import decode_image_bytes
 from defax_keras.models import build_model
@@ -328,3 +328,28 @@ def test_serve_binds_to_loopback_by_default_and_checks_its_arguments(model_path)
         serve(model_path, port=70000)
     with pytest.raises(DefaxError, match="--workers must be positive"):
         serve(model_path, workers=0)
+
+
+def test_a_blank_gradcam_is_flagged_and_the_page_says_so(tmp_path):
+    """A model whose Grad-CAM is all zero by construction (helpers.blank_gradcam_model): the API flags it and
+    gives the notice; the page shows it as text (textContent), and the overlay is the bare image."""
+    from defax_keras.explain.figures import blank_notice
+
+    path = tmp_path / "blank.keras"
+    blank_gradcam_model().save(path)
+    blank_service = build_service(path)
+    try:
+        (result,) = _post(create_app(blank_service).test_client(), [("face.png", encode(pattern(100, 100), "PNG"))], "?explain=gradcam").json["results"]
+    finally:
+        blank_service.close()
+    assert result["gradcam"].startswith("data:image/png;base64,")
+    assert result["gradcam_blank"] is True
+    assert result["gradcam_note"] == blank_notice(result["label"])
+    script = (Path(__file__).parents[1] / "defax_keras" / "web" / "static" / "app.js").read_text()
+    assert "note.textContent = `Grad-CAM is blank: ${result.gradcam_note" in script and "innerHTML" not in script
+
+
+def test_gradcam_results_carry_the_blank_flag(client):
+    (result,) = _post(client, [("face.png", encode(pattern(100, 100), "PNG"))], "?explain=gradcam").json["results"]
+    assert isinstance(result["gradcam_blank"], bool)
+    assert ("gradcam_note" in result) == result["gradcam_blank"]

@@ -37,6 +37,9 @@ def cmd_explain(args) -> int:
         print(f"{Path(record['path']).name[:40]:<40} {label:<11} {record['predicted']:<8} {record['p_fake']:>8.4f}")
     for record in summary["skipped"]:
         print(f"skipped {record['path']}: {record['reason']}", file=sys.stderr)
+    for record in summary["images"]:
+        for name, note in record["notes"].items():
+            print(f"note: {name} of {Path(record['path']).name}: {note}", file=sys.stderr)
     if "faithfulness" in summary:
         print("\nFaithfulness (deletion AUC: lower is better; insertion AUC: higher is better)")
         print(f"{'images':<18}{'map':<20}{'deletion AUC':>14}{'insertion AUC':>15}")
@@ -50,7 +53,7 @@ def cmd_explain(args) -> int:
 def add_commands(commands) -> None:
     explain = commands.add_parser(
         "explain",
-        help="Grad-CAM, Grad-CAM++, Score-CAM, LIME and cross-attention maps for images",
+        help="Grad-CAM, Grad-CAM++, Score-CAM, EigenCAM, LIME and cross-attention maps for images",
         description="Explain a saved model's verdicts: per image an overlay PNG and the raw map (.npy) for each "
         "method and branch, a grid figure grouped real/fake and correct/misclassified, and optionally "
         "deletion/insertion faithfulness curves against a random map.",
@@ -61,7 +64,7 @@ def add_commands(commands) -> None:
         "--method",
         action="append",
         metavar="METHOD",
-        help="gradcam (default), gradcam++, scorecam, lime, attention, or all; repeat or separate with commas",
+        help="gradcam (default), gradcam++, scorecam, eigencam, lime, attention, or all; repeat or separate with commas",
     )
     explain.add_argument("--target", default="both", choices=("local", "global", "both"), help="branch for CAMs: local (EfficientNet/CNN map), global (Swin/ViT tokens as a grid), both (default: every one the model has)")
     explain.add_argument("--class", dest="explained_class", default="predicted", choices=("predicted", "real", "fake"), help="class to explain (default: the predicted one)")

@@ -1,10 +1,11 @@
-"""Class-activation maps: Grad-CAM, Grad-CAM++ and Score-CAM.
+"""Class-activation maps: Grad-CAM, Grad-CAM++, Score-CAM and EigenCAM.
 
-On the TensorFlow backend the maps come from tf-keras-vis, run on the flat
-explain model (`explain.model`). On JAX and PyTorch, `keras_grad_cam` computes
-Grad-CAM with `keras.ops` and the backend's own gradient; it gives the same
-map as tf-keras-vis (tested to 1e-4). Grad-CAM++ and Score-CAM are
-tf-keras-vis only.
+On the TensorFlow backend the gradient maps come from tf-keras-vis, run on
+the flat explain model (`explain.model`). On JAX and PyTorch, `keras_grad_cam`
+computes Grad-CAM with `keras.ops` and the backend's own gradient; it gives
+the same map as tf-keras-vis (tested to 1e-4). Grad-CAM++ and Score-CAM are
+tf-keras-vis only. EigenCAM (`keras_eigen_cam`) needs no gradient and no
+class: it is written in `keras.ops` and runs on every backend.
 
 Every function returns the raw maps `[B, h, w]` at the feature map's
 resolution (after ReLU, not normalised); `upsample` brings them to the image
@@ -17,7 +18,9 @@ import numpy as np
 
 from defax_keras.errors import DefaxError
 
-CAM_METHODS = ("gradcam", "gradcam++", "scorecam")
+CAM_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam")
+TF_KERAS_VIS_ONLY = ("gradcam++", "scorecam")
+"""Methods that need tf-keras-vis, hence the TensorFlow backend; the others run on every backend."""
 EPSILON = 1e-7  # keras.backend.epsilon(), which tf-keras-vis uses when normalising
 SCORE_CAM_MAPS = 64
 """Score-CAM weighs this many feature channels (those varying most over the
@@ -46,7 +49,7 @@ def _feature_layer(explain_model):
 def tf_keras_vis_cam(method: str, explain_model, images, class_indices, score_cam_maps: int = SCORE_CAM_MAPS) -> np.ndarray:
     """Raw `[B, h, w]` maps from tf-keras-vis (TensorFlow backend only)."""
     if _backend() != "tensorflow":
-        raise DefaxError(f"{method} uses tf-keras-vis, which needs the TensorFlow backend (KERAS_BACKEND=tensorflow); on {_backend()} use gradcam, lime or attention")
+        raise DefaxError(f"{method} uses tf-keras-vis, which needs the TensorFlow backend (KERAS_BACKEND=tensorflow); on {_backend()} use gradcam, eigencam, lime or attention")
     from tf_keras_vis.gradcam import Gradcam
     from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
     from tf_keras_vis.scorecam import Scorecam
@@ -64,7 +67,7 @@ def tf_keras_vis_cam(method: str, explain_model, images, class_indices, score_ca
         max_n = min(score_cam_maps, channels) if score_cam_maps else None
         cam = Scorecam(explain_model, clone=False)(score, images, max_N=max_n, batch_size=32, **options)
     else:
-        raise DefaxError(f"unknown class-activation method {method!r}; choose {', '.join(CAM_METHODS)}")
+        raise DefaxError(f"unknown tf-keras-vis method {method!r}; choose {', '.join(TF_KERAS_VIS_ONLY)} or gradcam")
     return np.asarray(cam, np.float32).reshape(len(images), *layer.output.shape[1:3])
 
 
@@ -116,6 +119,50 @@ def keras_grad_cam(offset_model, images, class_indices) -> np.ndarray:
     features, gradients = map_gradients(offset_model, images, class_indices)
     weights = gradients.mean(axis=(1, 2), keepdims=True)
     return np.maximum((features * weights).sum(axis=-1), 0.0)
+
+
+def eigen_cam(features):
+    """EigenCAM (Muhammad & Yeasin, 2020) of feature maps `[B, h, w, C]` with `keras.ops`: raw `[B, h, w]` maps.
+
+    As pytorch-grad-cam defines it (`get_2d_projection`, then its ReLU): each
+    image's activations as a `[h*w, C]` matrix, centred (each channel's mean
+    over the positions subtracted), projected onto their first right singular
+    vector, i.e. the first principal component; then ReLU. SVD leaves the
+    component's sign arbitrary (it differs between LAPACK, JAX and PyTorch),
+    so the sign is fixed the way pytorch-grad-cam's sign-corrected variant
+    (Seg-Eigen-CAM, Eq. 13) does it: the projection is flipped when its most
+    negative value is larger in magnitude than its largest, so the dominant
+    side is the positive one. Gradient-free and class-free: it shows what the
+    branch's activations vary along most, for transformer tokens as well as
+    convolutional maps.
+    """
+    import keras
+
+    ops = keras.ops
+    features = ops.cast(ops.convert_to_tensor(features), "float32")
+    features = ops.where(ops.isnan(features), ops.zeros_like(features), features)
+    _, height, width, channels = features.shape
+    matrix = ops.reshape(features, (-1, height * width, channels))
+    centred = matrix - ops.mean(matrix, axis=1, keepdims=True)
+    _, _, vh = ops.svd(centred, full_matrices=False)
+    projection = ops.einsum("bnc,bc->bn", centred, vh[:, 0, :])
+    flip = ops.abs(ops.min(projection, axis=1, keepdims=True)) > ops.abs(ops.max(projection, axis=1, keepdims=True))
+    projection = ops.where(flip, -projection, projection)
+    return ops.reshape(ops.relu(projection), (-1, height, width))
+
+
+def keras_eigen_cam(feature_model, images) -> np.ndarray:
+    """EigenCAM on any backend: `feature_model` maps images to the branch's `[B, h, w, C]` map; raw `[B, h, w]`."""
+    import keras
+
+    features = feature_model(keras.ops.convert_to_tensor(np.asarray(images, np.float32)), training=False)
+    return keras.ops.convert_to_numpy(eigen_cam(features)).astype(np.float32)
+
+
+def blank_maps(raw) -> np.ndarray:
+    """Per map, whether it holds no positive value (no positive evidence: a CAM's ReLU erased everything)."""
+    raw = np.asarray(raw)
+    return ~(raw.reshape(len(raw), -1) > 0).any(axis=1)
 
 
 def normalize_maps(maps) -> np.ndarray:

@@ -12,7 +12,12 @@ Output folder:
     images and per explained class) and `faithfulness.png`.
 
 A column is a method at a target: `gradcam-local`, `gradcam-global`,
-`gradcam++-local`, `scorecam-global`, ..., `lime`, `attention`.
+`gradcam++-local`, `scorecam-global`, `eigencam-global`, ..., `lime`, `attention`.
+
+A map with no positive value (no positive evidence for the explained class,
+e.g. when the ReLU of Grad-CAM's weighted sum erases everything) is "blank":
+its overlay and grid cell say so instead of showing an empty heat map, and
+`summary.json` lists it per image under `blank`, with the notice under `notes`.
 """
 
 from __future__ import annotations
@@ -40,11 +45,15 @@ from defax_keras.explain import faithfulness as faith
 from defax_keras.explain.cam import (
     CAM_METHODS,
     SCORE_CAM_MAPS,
+    TF_KERAS_VIS_ONLY,
+    blank_maps,
+    keras_eigen_cam,
     keras_grad_cam,
     tf_keras_vis_cam,
     upsample,
 )
 from defax_keras.explain.figures import (
+    blank_notice,
     caption,
     overlay,
     save_faithfulness_plot,
@@ -76,9 +85,9 @@ def resolve_methods(model, methods, target: str) -> list[tuple[str, str | None]]
     columns = []
     for method in dict.fromkeys(wanted):
         if method in CAM_METHODS:
-            if method != "gradcam" and backend != "tensorflow":
+            if method in TF_KERAS_VIS_ONLY and backend != "tensorflow":
                 if explicit:
-                    raise DefaxError(f"{method} uses tf-keras-vis, which needs the TensorFlow backend; on {backend} use gradcam, lime or attention")
+                    raise DefaxError(f"{method} uses tf-keras-vis, which needs the TensorFlow backend; on {backend} use gradcam, eigencam, lime or attention")
                 continue
             if not explain_targets(model) and not explicit:
                 continue
@@ -130,6 +139,18 @@ class Explainer:
             self._models[key] = build_explain_model(self.model, target, offset=offset)
         return self._models[key]
 
+    def feature_model(self, target: str):
+        """images -> the branch's `feature_map` `[B, h, w, C]` (what EigenCAM decomposes), built once."""
+        import keras
+
+        from defax_keras.explain.model import FEATURE_LAYER
+
+        key = ("features", target)
+        if key not in self._models:
+            explain_model = self.explain_model(target)
+            self._models[key] = keras.Model(explain_model.inputs[0], explain_model.get_layer(FEATURE_LAYER).output)
+        return self._models[key]
+
     def predict(self, images) -> np.ndarray:
         import keras
 
@@ -157,6 +178,8 @@ class Explainer:
                 if "attention" not in self._models:
                     self._models["attention"] = attention_model(self.model)
                 outputs.append(np.asarray(self._models["attention"](chunk, training=False)))
+            elif method == "eigencam":
+                outputs.append(keras_eigen_cam(self.feature_model(target), chunk))
             elif method == "gradcam" and self.backend != "tensorflow":
                 outputs.append(keras_grad_cam(self.explain_model(target, True), chunk, chunk_classes))
             else:
@@ -237,12 +260,25 @@ class ExplanationResult:
     faithfulness: dict | None = None
     """The full deletion/insertion report (curves included), when asked for."""
 
+    def blank(self) -> dict[str, np.ndarray]:
+        """Per column, per image: whether the map is all zero (no positive evidence for the explained class)."""
+        return {name: blank_maps(self.raw_maps[name]) for name in self.columns}
+
+    def notes(self, record: dict) -> dict[str, str]:
+        """The notices for one image's blank maps, by column."""
+        return {
+            name: blank_notice(record["explained_class"])
+            for name, flags in self.blank().items()
+            if flags[record["index"]]
+        }
+
     def summary(self) -> dict:
         """The content of `summary.json`: images with verdicts and files, skipped files, faithfulness AUCs."""
         images = []
         for record in self.records:
             files = {name: f"{record['folder']}/{name}.png" for name in self.columns}
-            images.append({**{k: v for k, v in record.items() if k != "index"}, "files": files})
+            notes = self.notes(record)
+            images.append({**{k: v for k, v in record.items() if k != "index"}, "files": files, "blank": list(notes), "notes": notes})
         summary = {
             "model": self.model_name,
             "model_path": self.model_path,
@@ -283,7 +319,7 @@ def explain(
     Args:
         model: a detector (`keras.Model`) or the path of a saved one (`.keras`, run directory).
         images: image files and folders (walked recursively; labels from folder names real/fake when present).
-        methods: any of `gradcam`, `gradcam++`, `scorecam`, `lime`, `attention`, or `all`.
+        methods: any of `gradcam`, `gradcam++`, `scorecam`, `eigencam`, `lime`, `attention`, or `all`.
         target: `local`, `global` or `both` (the branches class-activation maps are taken at).
         explained_class: `predicted`, `real` or `fake`.
         faithfulness: also compute deletion/insertion curves against a random map.
@@ -366,7 +402,8 @@ def write_explanations(result: ExplanationResult, output) -> Path:
     """Per image and column an overlay PNG and the raw map (.npy), `grid.png`, `summary.json`, faithfulness files."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    pictures = {}
+    pictures, notices = {}, {}
+    blank = result.blank()
     for name in result.columns:
         raw, heat = result.raw_maps[name], result.heat_maps[name]
         for record in result.records:
@@ -374,16 +411,20 @@ def write_explanations(result: ExplanationResult, output) -> Path:
             folder = output / record["folder"]
             folder.mkdir(exist_ok=True)
             outline = top_superpixels(raw[i]) if name == "lime" else None
-            pictures[(i, name)] = overlay(result.pixels[i], heat[i], outline)
+            notice = blank_notice(record["explained_class"]) if blank[name][i] else None
+            # a blank map is drawn as the bare image with its notice, not as a uniform wash of the colour map
+            pictures[(i, name)] = overlay(result.pixels[i], None if notice else heat[i], outline)
+            if notice:
+                notices[(i, name)] = notice
             np.save(folder / f"{name}.npy", raw[i])
-            save_overlay(folder / f"{name}.png", pictures[(i, name)], f"{name} for class {record['explained_class']}", caption(record))
+            save_overlay(folder / f"{name}.png", pictures[(i, name)], f"{name} for class {record['explained_class']}", caption(record), notice)
     originals = {r["index"]: result.pixels[r["index"]] for r in result.records}
     title = (
         f"{result.model_name}: explanations of the predicted class"
         if result.explained_class == "predicted"
         else f"{result.model_name}: explanations of class {result.explained_class}"
     )
-    save_grid(output / "grid.png", _grid_rows(result.records), result.columns, pictures, originals, title)
+    save_grid(output / "grid.png", _grid_rows(result.records), result.columns, pictures, originals, title, notices)
     if result.faithfulness is not None:
         (output / "faithfulness.json").write_text(json.dumps(result.faithfulness, indent=2), encoding="utf-8")
         save_faithfulness_plot(output / "faithfulness.png", result.faithfulness["all"])

@@ -19,12 +19,18 @@ GROUP_TITLES = {
 
 
 def overlay(image, heat, outline=None) -> np.ndarray:
-    """uint8 RGB: the image with `heat` ([0, 1]) blended in as a jet colour map; `outline` marks a mask's borders."""
+    """uint8 RGB: the image with `heat` ([0, 1]) blended in as a jet colour map; `outline` marks a mask's borders.
+
+    `heat=None` (a blank map) gives the image alone: an all-zero map would be a uniform blue wash that looks like a result.
+    """
     from matplotlib import colormaps
 
     image = np.clip(np.asarray(image, np.float32), 0, 255) / 255.0
-    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
-    blended = (1 - HEAT_ALPHA) * image + HEAT_ALPHA * colours
+    if heat is None:
+        blended = image.copy()
+    else:
+        colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+        blended = (1 - HEAT_ALPHA) * image + HEAT_ALPHA * colours
     if outline is not None and outline.any():
         from skimage.segmentation import find_boundaries
 
@@ -37,17 +43,36 @@ def caption(record: dict) -> str:
     return f"pred {record['predicted']} · P(fake) {record['p_fake']:.3f} · label {truth}"
 
 
-def save_overlay(path: Path, picture, title: str, subtitle: str) -> Path:
+def blank_notice(class_name: str) -> str:
+    """What a blank map's figure, summary.json and the web page say instead of showing an empty heat map."""
+    return f"no positive evidence for {class_name}: the map is all zero"
+
+
+def _notice_box(axis, notice: str, fontsize: float) -> None:
+    axis.text(
+        0.5, 0.5, notice.replace(": ", ":\n"), transform=axis.transAxes, ha="center", va="center", fontsize=fontsize,
+        wrap=True, bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.5"},
+    )
+
+
+def save_overlay(path: Path, picture, title: str, subtitle: str, notice: str | None = None) -> Path:
+    """One overlay PNG; `notice` (a blank map) is written across the image and into the PNG's Description."""
     plt = pyplot()
     fig, axis = plt.subplots(figsize=(3.6, 4.0))
     axis.imshow(picture)
     axis.set_title(f"{title}\n{subtitle}", fontsize=8)
     axis.axis("off")
-    return save_figure(fig, path)
+    if notice:
+        _notice_box(axis, notice, 8)
+    return save_figure(fig, path, {"Description": notice} if notice else None)
 
 
-def save_grid(path: Path, rows: list[dict], columns: list[str], pictures: dict, originals: dict, title: str) -> Path:
-    """Rows: images grouped real/fake x correct/misclassified; columns: original, then each method."""
+def save_grid(path: Path, rows: list[dict], columns: list[str], pictures: dict, originals: dict, title: str, notices: dict | None = None) -> Path:
+    """Rows: images grouped real/fake x correct/misclassified; columns: original, then each method.
+
+    `notices[(index, column)]`: the text shown in that cell instead of a blank map.
+    """
+    notices = notices or {}
     plt = pyplot()
     count = len(columns) + 1
     fig, axes = plt.subplots(len(rows), count, figsize=(1.9 * count + 0.6, 2.0 * len(rows) + 0.5), squeeze=False)
@@ -61,6 +86,8 @@ def save_grid(path: Path, rows: list[dict], columns: list[str], pictures: dict, 
             axis.set_yticks([])
             if r == 0:
                 axis.set_title("original" if c == 0 else columns[c - 1], fontsize=9)
+            if c > 0 and (index, columns[c - 1]) in notices:
+                _notice_box(axis, notices[(index, columns[c - 1])], 5)
         axes[r][0].set_ylabel(
             f"{GROUP_TITLES[record['group']]}\nP(fake) {record['p_fake']:.2f}", fontsize=7, rotation=0, ha="right", va="center"
         )

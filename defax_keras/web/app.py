@@ -98,10 +98,15 @@ class DetectorService:
         model = self.predictor.model
         return model is not None and bool(explain_targets(model))
 
-    def gradcam_overlays(self, images, classes) -> list[str]:
-        """Grad-CAM overlays (PNG data URLs) of each image's predicted class, at the model's first target."""
+    def gradcam_overlays(self, images, classes) -> list[tuple[str, bool]]:
+        """Grad-CAM overlays (PNG data URLs) of each image's predicted class, at the model's first target.
+
+        With each, whether the map is blank (all zero: no positive evidence for the class); a blank map's
+        overlay is the bare image, never a uniform wash of the colour map.
+        """
         from PIL import Image
 
+        from defax_keras.explain.cam import blank_maps
         from defax_keras.explain.explain import Explainer
         from defax_keras.explain.figures import overlay
         from defax_keras.explain.model import explain_targets
@@ -114,10 +119,10 @@ class DetectorService:
             raw = self._explainer.raw_maps("gradcam", target, np.stack(images), np.asarray(classes))
             heat = self._explainer.heat("gradcam", raw, self.image_size)
         urls = []
-        for image, map_ in zip(images, heat):
+        for image, map_, blank in zip(images, heat, blank_maps(raw)):
             buffer = io.BytesIO()
-            Image.fromarray(overlay(image, map_)).save(buffer, "PNG")
-            urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+            Image.fromarray(overlay(image, None if blank else map_)).save(buffer, "PNG")
+            urls.append(("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"), bool(blank)))
         return urls
 
     def close(self) -> None:
@@ -203,8 +208,13 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
                 results[index].update(label=label, p_real=round(float(p_real), 6), p_fake=round(float(p_fake), 6))
             if explain == "gradcam":
                 classes = [int(results[i]["p_fake"] >= service.threshold) for i in indices]
-                for index, url in zip(indices, service.gradcam_overlays(images, classes)):
+                for index, (url, blank) in zip(indices, service.gradcam_overlays(images, classes)):
                     results[index]["gradcam"] = url
+                    results[index]["gradcam_blank"] = blank
+                    if blank:
+                        from defax_keras.explain.figures import blank_notice
+
+                        results[index]["gradcam_note"] = blank_notice(results[index]["label"])
         return jsonify({"results": results})
 
     @app.post("/api/export.csv")

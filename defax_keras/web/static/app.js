@@ -115,11 +115,17 @@ function card(result) {
   if (result.gradcam) {
     const toggle = node.querySelector(".gradcam-toggle");
     toggle.hidden = false;
+    const note = node.querySelector(".gradcam-note");
+    if (result.gradcam_blank) {
+      // an all-zero map: say so rather than show the bare image as if it were a heat map
+      note.textContent = `Grad-CAM is blank: ${result.gradcam_note || "the map is all zero"}.`;
+    }
     toggle.addEventListener("click", () => {
       const showing = image.dataset.view === "gradcam";
       image.src = showing ? result.thumbnail : result.gradcam;
       image.dataset.view = showing ? "original" : "gradcam";
       toggle.textContent = showing ? "Show Grad-CAM" : "Show original";
+      note.hidden = showing || !result.gradcam_blank;
     });
   }
   return node;
