@@ -50,7 +50,7 @@ def example_globals(tiny_demo, tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("examples")
     keras.utils.set_random_seed(0)
-    result = dk.train("simple_cnn_nano", data=str(tiny_demo), epochs=1, output=str(workdir / "fixture-run"))
+    result = dk.train("simple_cnn_nano", data=str(tiny_demo), epochs=1, output=str(workdir / "fixture-run"), verbose=0)
     images = sorted((tiny_demo / "real_vs_fake" / "real-vs-fake" / "test" / "fake").glob("*.jpg"))[:2]
     return {
         "data": str(tiny_demo),

@@ -171,7 +171,7 @@ class TrainingResult:
         return read_history(self.run_dir / "history.csv")
 
 
-def train(model=None, *, data=None, config=None, output=None, resume: bool = False, **overrides) -> TrainingResult:
+def train(model=None, *, data=None, config=None, output=None, resume: bool = False, verbose="auto", **overrides) -> TrainingResult:
     """Train a registered model with its paper recipe, resumably, into a run directory.
 
     Settings resolve as `defax train` resolves them: defaults < the model's
@@ -184,13 +184,14 @@ def train(model=None, *, data=None, config=None, output=None, resume: bool = Fal
         config: a YAML file or packaged config name whose keys override the recipe.
         output: the run directory (default `runs/<model>-<timestamp>`).
         resume: continue the run in `output` from its last completed epoch.
+        verbose: Keras' `fit` verbosity; `"auto"`: a progress bar on a terminal, a line per epoch otherwise.
 
     Returns:
         A `TrainingResult`: `run_dir`, `model_path`, `config`, `metrics` and `test_metrics`, `history()`.
 
     Example:
         >>> import defax_keras as dk
-        >>> result = dk.train("simple_cnn_nano", data=data, epochs=1, output="run")
+        >>> result = dk.train("simple_cnn_nano", data=data, epochs=1, output="run", verbose=0)
         >>> result.model_path
         PosixPath('run/model.keras')
         >>> sorted(result.test_metrics)[:3]
@@ -210,10 +211,10 @@ def train(model=None, *, data=None, config=None, output=None, resume: bool = Fal
             base = read_yaml(saved) if saved.is_file() else None
         flags = {**overrides, "data": data, "output": None if output is None else str(output)}
         resolved = resolve_config(model, config, (), flags, base=base)
-    return run_training(resolved, resume=resume)
+    return run_training(resolved, resume=resume, verbose=verbose)
 
 
-def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False) -> TrainingResult:
+def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, verbose="auto") -> TrainingResult:
     """Train a resolved `config` (see `training.config.resolve_config`); returns the finished run."""
     import keras
 
@@ -291,7 +292,7 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False) 
                 steps_per_epoch=steps,
                 validation_data=valid_data,
                 callbacks=callbacks,
-                verbose=_verbosity(),
+                verbose=_verbosity() if verbose == "auto" else verbose,
             )
             completed = _completed_epochs(run_dir)
             if model.stop_training:
