@@ -75,23 +75,72 @@ def _head_layers(model):
 def test_heads_follow_the_paper():
     assert _head_layers(build_model("fakevit_nano")) == ["Dense", "ReLU", "Dropout", "Dense"]
     assert build_model("fakevit_nano").get_layer("head").get_layer("dropout").rate == 0.3
+    facevit = build_model("facevit_nano").get_layer("head")  # the spec's MLP head, not a linear one
+    assert _head_layers(build_model("facevit_nano")) == ["Dense", "ReLU", "Dropout", "Dense"]
+    assert facevit.get_layer("hidden").units == 512 and facevit.get_layer("dropout").rate == 0.1
     assert _head_layers(build_model("gsf_tfn_nano")) == ["Dense", "BatchNormalization", "ReLU", "Dense"]
     assert _head_layers(build_model("gsu_tfr_nano")) == ["Dense", "BatchNormalization", "ReLU", "Dropout", "Dense"]
+    assert build_model("gsu_tfr_nano").get_layer("head").get_layer("dropout").rate == 0.1  # the notebook's, not 0.3
     vgg = build_model("vgg16_nano")
     assert _head_layers(vgg) == ["Dense", "ReLU", "Dense"] and vgg.get_layer("head").get_layer("hidden").units == 1024
     assert isinstance(build_model("gsf_tfn_nano").get_layer("pool"), AttentionPooling)
     assert _head_layers(build_model("simple_cnn_nano")) == ["Dense", "ReLU", "Dropout", "Dense"]
 
 
+# The KerasHub converter class of each backbone family, and (mean, std) of [0, 1] pixels its
+# ImageNet presets are configured with (SPEC section 9: ViT [-1, 1]; Swin, EfficientNet ImageNet;
+# VGG and ResNet converted from timm with ImageNet statistics). Written out here, not read from
+# the code under test.
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CONVERTERS = {
+    "facevit": ("ViTImageConverter", ((0.5,) * 3, (0.5,) * 3)),
+    "fakevit": ("ViTImageConverter", ((0.5,) * 3, (0.5,) * 3)),
+    "gsf_tfn": ("SwinTransformerImageConverter", _IMAGENET),
+    "gsu_tfr": ("SwinTransformerImageConverter", _IMAGENET),
+    "efficientnetv2": ("EfficientNetImageConverter", _IMAGENET),
+    "vgg16": ("VGGImageConverter", _IMAGENET),
+    "resnet50": ("ResNetImageConverter", _IMAGENET),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVERTERS))
+def test_each_baselines_normalisation_is_its_presets_image_converter(name):
+    import keras_hub
+
+    class_name, (mean, std) = CONVERTERS[name]
+    # As KerasHub's preset loaders configure the converter (utils/timm/preset_loader.py).
+    converter = getattr(keras_hub.layers, class_name)(
+        scale=[1 / 255 / s for s in std], offset=[-m / s for m, s in zip(mean, std)]
+    )
+    pixels = _pixels(2, 16, seed=3)
+    expected = keras.ops.convert_to_numpy(converter(pixels))
+    for model_name in (name, f"{name}_nano"):
+        model = build_model(f"{name}_nano") if model_name.endswith("_nano") else None
+        if model is None:  # the full model's normalisation, without building its large backbone
+            from defax_keras.models.backbones import backbone_input_scaling
+            from defax_keras.models.classifier import input_normalization
+
+            layer = input_normalization(backbone_input_scaling(BASELINES[name][0]))
+        else:
+            layer = model.get_layer("normalize")
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(pixels)), expected, rtol=1e-5, atol=1e-5)
+    if class_name == "ViTImageConverter":
+        ends = keras.ops.convert_to_numpy(converter(np.array([[[[0.0, 127.5, 255.0]]]], "float32")))
+        np.testing.assert_allclose(ends, [[[[-1.0, 0.0, 1.0]]]], atol=1e-6)  # [-1, 1], not ImageNet statistics
+
+
 def test_input_scaling_and_optimizers_follow_the_paper():
     ones = np.full((1, 2, 2, 3), 255.0, "float32")
+    cnn = build_model("simple_cnn_nano")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(cnn.get_layer("normalize")(ones)), 1.0)  # [0, 1], no preset
+    unit = build_model("vgg16_nano", input_scaling="unit")  # the paper's [0, 1] rescaling, on request
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(unit.get_layer("normalize")(ones)), 1.0)
     vgg = build_model("vgg16_nano")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(vgg.get_layer("normalize")(ones)), 1.0)  # [0, 1] for CNNs
     vit = build_model("facevit_nano")
-    assert isinstance(vit.get_layer("normalize"), keras.layers.Normalization)  # ImageNet statistics
+    assert (vgg.input_scaling, vit.input_scaling) == ("imagenet", "symmetric")
     vgg.compile()
-    assert isinstance(vgg.optimizer, keras.optimizers.Adamax)
-    assert vgg.optimizer._learning_rate.initial_learning_rate == 1e-5
+    assert isinstance(vgg.optimizer, keras.optimizers.Adam) and not isinstance(vgg.optimizer, keras.optimizers.AdamW)
+    assert float(keras.ops.convert_to_numpy(vgg.optimizer.learning_rate)) == pytest.approx(1e-5)  # constant
     vit.compile()
     assert isinstance(vit.optimizer, keras.optimizers.AdamW)
     assert vit.optimizer._learning_rate.initial_learning_rate == 1e-4
@@ -102,7 +151,7 @@ def test_simple_cnn_has_no_pretrained_weights():
         build_model("simple_cnn", weights="imagenet")
 
 
-def test_attention_pooling_matches_numpy():
+def test_attention_pooling_is_the_specs_weighted_sum():
     rng = np.random.default_rng(2)
     tokens = rng.normal(size=(2, 9, 5)).astype("float32")
     layer = AttentionPooling()
@@ -110,9 +159,46 @@ def test_attention_pooling_matches_numpy():
     kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.score.weights)
     spatial = tokens.reshape(2, 3, 3, 5)
     expected_weights = 1 / (1 + np.exp(-(spatial @ kernel[0, 0] + bias)))[..., 0]
-    expected = (spatial * expected_weights[..., None]).sum((1, 2)) / (expected_weights.sum((1, 2))[:, None] + 1e-6)
+    expected = (spatial * expected_weights[..., None]).sum((1, 2))  # a weighted sum, not a mean
     np.testing.assert_allclose(keras.ops.convert_to_numpy(weights), expected_weights, atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(pooled), expected, atol=1e-5)
+    # The weighted mean of models saved before the flag: their config has no `normalize`.
+    mean = AttentionPooling(normalize=True)
+    mean.build(tokens.shape)
+    mean.score.set_weights(layer.score.get_weights())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(mean(tokens)), expected / (expected_weights.sum((1, 2))[:, None] + 1e-6), atol=1e-5
+    )
+    old_config = {key: value for key, value in layer.get_config().items() if key != "normalize"}
+    assert AttentionPooling.from_config(old_config).normalize is True
+    assert AttentionPooling.from_config(layer.get_config()).normalize is False
+
+
+def test_last_stage_first_trains_the_head_and_the_last_swin_stage_then_everything():
+    model = build_model("gsf_tfn_nano")
+    backbone = model.get_layer("backbone")
+
+    def trainable_ids():
+        return {id(v) for v in model.trainable_variables}
+
+    def ids(layer):
+        return {id(v) for v in layer.weights}
+
+    head_and_pool = ids(model.get_layer("head")) | ids(model.get_layer("pool"))
+    last = ids(backbone.get_layer("stage_2")) | ids(backbone.get_layer("norm"))  # swin_nano has 3 stages
+    model.set_training_phase(True, "last_stage_first")
+    trainable = {layer.name for layer in backbone.layers if layer.trainable and layer.weights}
+    assert trainable == {"stage_2", "norm"}
+    head_trainable = {id(v) for v in model.get_layer("head").trainable_weights}
+    assert last <= trainable_ids() and head_trainable <= trainable_ids() and head_trainable
+    assert not (ids(backbone.get_layer("stage_0")) | ids(backbone.get_layer("stage_1"))) & trainable_ids()
+    assert not ids(backbone.get_layer("patch_embedding")) & trainable_ids()
+    assert trainable_ids() <= head_and_pool | last
+    model.set_training_phase(True, "backbone")
+    assert not ids(backbone) & trainable_ids() and head_trainable <= trainable_ids()
+    model.set_training_phase(False)
+    assert all(layer.trainable for layer in backbone.layers)
+    assert {id(v) for v in backbone.trainable_weights} <= trainable_ids() and last <= trainable_ids()
 
 
 BACKEND_SCRIPT = """

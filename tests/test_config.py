@@ -19,25 +19,28 @@ from defax_keras.training.config import TrainingConfig, resolve_config, write_co
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The paper's setups, as the YAML files under configs/ gave them before the recipes moved to the registry.
-PAPER = dict(optimizer="adamw", learning_rate=1e-4, final_learning_rate=1e-6, weight_decay=1e-4, early_stopping_patience=3)
-CNN = dict(optimizer="adamax", learning_rate=1e-5, final_learning_rate=1e-7, weight_decay=0.0, early_stopping_patience=4)
-SCRATCH = dict(optimizer="adamw", learning_rate=1e-3, final_learning_rate=1e-5, weight_decay=1e-4, early_stopping_patience=4)
+# The paper's setups, and the authors' notebooks where the paper is silent (issue 16; SPEC section 9).
+PAPER = dict(optimizer="adamw", learning_rate=1e-4, final_learning_rate=1e-6, weight_decay=1e-4, early_stopping_patience=3,
+             lr_schedule="cosine", augment=True, freeze_backbone_epochs=0, unfreeze_schedule="backbone")
+CNN = dict(optimizer="adam", learning_rate=1e-5, final_learning_rate=1e-5, weight_decay=0.0, early_stopping_patience=0,
+           lr_schedule="constant", augment=False, freeze_backbone_epochs=0)
+SCRATCH = dict(optimizer="adamw", learning_rate=1e-3, final_learning_rate=1e-5, weight_decay=1e-4, early_stopping_patience=4,
+               lr_schedule="cosine", augment=True)
+SWIN = {**PAPER, "freeze_backbone_epochs": 2, "unfreeze_schedule": "last_stage_first"}
 EXPECTED = {
     "defax_tiny": {**PAPER, "weights": "imagenet"},
     "defax_small": {**PAPER, "weights": "imagenet"},
     "defax_base": {**PAPER, "weights": "imagenet"},
     "facevit": {**PAPER, "weights": "imagenet"},
-    "fakevit": {**PAPER, "weights": "imagenet"},
-    "gsf_tfn": {**PAPER, "weights": "imagenet"},
-    "gsu_tfr": {**PAPER, "weights": "imagenet"},
+    "fakevit": {**PAPER, "weight_decay": 1e-5, "early_stopping_patience": 2, "weights": "imagenet"},
+    "gsf_tfn": {**SWIN, "weights": "imagenet"},
+    "gsu_tfr": {**SWIN, "weights": "imagenet"},
     "efficientnetv2": {**CNN, "weights": "imagenet"},
-    "vgg16": {**CNN, "weights": "imagenet"},
+    "vgg16": {**CNN, "lr_schedule": "reduce_on_plateau", "weights": "imagenet"},
     "resnet50": {**CNN, "weights": "imagenet"},
     "simple_cnn": {**SCRATCH, "weights": "none"},
 }
-COMMON = dict(epochs=10, batch_size=32, monitor="val_auc", freeze_backbone_epochs=0, augment=True, augmentation={},
-              label_smoothing=0.0, model_options={})
+COMMON = dict(epochs=10, batch_size=32, monitor="val_loss", augmentation={}, label_smoothing=0.0, model_options={})
 
 
 # --------------------------------------------------------------------------- recipes
@@ -67,8 +70,9 @@ def test_every_registered_model_has_a_recipe_and_the_builders_follow_it():
 
     vgg = build_model("vgg16_nano")
     assert (vgg.default_optimizer, vgg.default_learning_rate, vgg.default_final_learning_rate, vgg.default_weight_decay) == (
-        "adamax", 1e-5, 1e-7, 0.0
+        "adam", 1e-5, 1e-5, 0.0
     )
+    assert vgg.default_lr_schedule == "constant"  # reduce-on-plateau is the trainer's callback
     with pytest.raises(ValueError, match="optimizer must be one of"):
         Recipe(optimizer="sgd")
 
@@ -76,10 +80,11 @@ def test_every_registered_model_has_a_recipe_and_the_builders_follow_it():
 def test_the_resolved_config_is_the_recipe():
     config = resolve_config("vgg16", flags={"data": "demo"})
     assert isinstance(config, TrainingConfig)
-    assert (config.optimizer, config.learning_rate, config.final_learning_rate, config.weight_decay) == ("adamax", 1e-5, 1e-7, 0.0)
-    assert (config.early_stopping_patience, config.weights, config.image_size, config.monitor) == (4, "imagenet", 224, "val_auc")
+    assert (config.optimizer, config.learning_rate, config.final_learning_rate, config.weight_decay) == ("adam", 1e-5, 1e-5, 0.0)
+    assert (config.early_stopping_patience, config.weights, config.image_size, config.monitor) == (0, "imagenet", 224, "val_loss")
+    assert (config.lr_schedule, config.augment) == ("reduce_on_plateau", False)
     nano = resolve_config("vgg16_nano", flags={"data": "demo"})
-    assert (nano.optimizer, nano.learning_rate, nano.weights, nano.image_size) == ("adamax", 1e-5, "none", 112)
+    assert (nano.optimizer, nano.learning_rate, nano.weights, nano.image_size) == ("adam", 1e-5, "none", 112)
 
 
 def test_the_written_config_keeps_its_keys_and_reads_back(tmp_path):
@@ -90,8 +95,8 @@ def test_the_written_config_keeps_its_keys_and_reads_back(tmp_path):
     assert list(saved) == [
         "model", "model_options", "weights", "image_size", "data", "epochs", "batch_size", "optimizer", "learning_rate",
         "final_learning_rate", "weight_decay", "label_smoothing", "precision", "jit_compile", "distribute", "seed",
-        "monitor", "early_stopping_patience", "freeze_backbone_epochs", "augment", "augmentation", "cache",
-        "steps_per_epoch", "tensorboard", "output",
+        "monitor", "early_stopping_patience", "lr_schedule", "freeze_backbone_epochs", "unfreeze_schedule", "augment",
+        "augmentation", "cache", "steps_per_epoch", "tensorboard", "output",
     ]
     assert TrainingConfig.from_dict(saved, str(path)) == config
     assert resolve_config(base=saved) == config  # resume
@@ -102,7 +107,7 @@ def test_a_run_config_from_before_the_recipes_resumes_with_the_model_defaults():
     old = {"model": "vgg16_nano", "weights": None, "image_size": None, "learning_rate": None, "final_learning_rate": None,
            "weight_decay": None, "data": "demo", "early_stopping_patience": 3}
     config = resolve_config(base=old)
-    assert (config.optimizer, config.learning_rate, config.weights, config.image_size) == ("adamax", 1e-5, "none", 112)
+    assert (config.optimizer, config.learning_rate, config.weights, config.image_size) == ("adam", 1e-5, "none", 112)
     assert config.early_stopping_patience == 3  # what the run was started with
 
 
@@ -117,7 +122,7 @@ def test_a_run_config_from_before_the_recipes_resumes_with_the_model_defaults():
         (["model_option.num_heads=2"], "unknown config key 'model_option.num_heads' in --set; did you mean 'model_options'?"),
         (["model_options.num_head=2"], "model 'defax_nano' has no option 'num_head'; did you mean 'num_heads'?"),
         (["augmentation.rotate=3"], "unknown augmentation key 'rotate' in --set; did you mean 'rotation'?"),
-        (["optimizer=sgd"], "unknown optimizer 'sgd'; choices: adamw, adamax"),
+        (["optimizer=sgd"], "unknown optimizer 'sgd'; choices: adamw, adamax, adam"),
     ],
 )
 def test_a_mistyped_key_names_the_nearest_one(assignments, message):
@@ -132,6 +137,30 @@ def test_a_key_with_no_near_match_lists_the_keys(tmp_path):
         resolve_config(None, path, [], {"data": "demo"})
 
 
+def test_recipe_schedules_are_validated_and_a_short_run_fits_the_frozen_phase():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        Recipe(lr_schedule="step")
+    with pytest.raises(ValueError, match="unfreeze_schedule"):
+        Recipe(unfreeze_schedule="first_stage")
+    with pytest.raises(DefaxError, match="unknown lr_schedule 'step'; choices: cosine, constant, reduce_on_plateau"):
+        resolve_config("vgg16", flags={"data": "demo", "lr_schedule": "step"})
+    with pytest.raises(DefaxError, match="unknown unfreeze_schedule"):
+        resolve_config("gsf_tfn", flags={"data": "demo", "unfreeze_schedule": "x"})
+    assert resolve_config("gsf_tfn", flags={"data": "demo", "epochs": 1}).freeze_backbone_epochs == 1  # recipe's 2, clamped
+    with pytest.raises(DefaxError, match="freeze_backbone_epochs"):  # given explicitly: still checked
+        resolve_config("gsf_tfn", flags={"data": "demo", "epochs": 1, "freeze_backbone_epochs": 2})
+    assert resolve_config("defax", flags={"data": "demo", "monitor": "val_auc"}).monitor == "val_auc"  # still configurable
+
+
+def test_extra_models_are_presented_as_extra():
+    from defax_keras.models.baselines import EXTRA_MODELS, PAPER_MODELS
+
+    for name in EXTRA_MODELS:
+        assert "not in the paper" in model_entry(name).description
+    for name in PAPER_MODELS:
+        assert "not in the paper" not in model_entry(name).description
+
+
 # --------------------------------------------------------------------------- overrides
 
 
@@ -143,7 +172,7 @@ def test_yaml_overrides_beat_the_recipe_and_flags_beat_everything(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     config = resolve_config("vgg16", flags={"data": "demo"})
     assert (config.early_stopping_patience, config.epochs, config.label_smoothing) == (7, 20, 0.1)  # packaged YAML over recipe
-    assert (config.optimizer, config.learning_rate) == ("adamax", 1e-5)  # the recipe where the YAML is silent
+    assert (config.optimizer, config.learning_rate) == ("adam", 1e-5)  # the recipe where the YAML is silent
 
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "vgg16.yaml").write_text("epochs: 30\n")  # the working folder's configs/ first
@@ -155,7 +184,7 @@ def test_yaml_overrides_beat_the_recipe_and_flags_beat_everything(tmp_path, monk
     assert config.epochs == 5  # --config over the model's YAML
     assert config.batch_size == 4  # --set over --config
     assert config.learning_rate == 2e-3  # flags over everything
-    assert config.optimizer == "adamax" and config.final_learning_rate == 1e-7  # still the recipe elsewhere
+    assert config.optimizer == "adam" and config.final_learning_rate == 1e-5  # still the recipe elsewhere
 
 
 def test_packaged_configs_are_found_by_name_and_by_the_old_path(tmp_path, monkeypatch):
@@ -167,7 +196,7 @@ def test_packaged_configs_are_found_by_name_and_by_the_old_path(tmp_path, monkey
     assert resolve_config(None, "demo.yaml") == demo
     # Demo settings for another model: its optimizer from its recipe, the rest from demo.yaml.
     vgg = resolve_config("vgg16_nano", "demo", ["epochs=6"])
-    assert (vgg.model, vgg.optimizer, vgg.learning_rate, vgg.epochs, vgg.early_stopping_patience) == ("vgg16_nano", "adamax", 1e-3, 6, 4)
+    assert (vgg.model, vgg.optimizer, vgg.learning_rate, vgg.epochs, vgg.early_stopping_patience) == ("vgg16_nano", "adam", 1e-3, 6, 4)
     with pytest.raises(DefaxError, match="config file not found: nope"):
         resolve_config(None, "nope")
 
@@ -228,6 +257,6 @@ def test_installed_wheel_trains_with_the_registry_recipe(tmp_path, demo_root):
     assert result.returncode == 0, result.stderr[-3000:]
     saved = yaml.safe_load((empty / "run" / "config.yaml").read_text())
     assert {key: saved[key] for key in ("model", "optimizer", "learning_rate", "final_learning_rate", "weight_decay")} == {
-        "model": "vgg16_nano", "optimizer": "adamax", "learning_rate": 1e-5, "final_learning_rate": 1e-7, "weight_decay": 0.0
+        "model": "vgg16_nano", "optimizer": "adam", "learning_rate": 1e-5, "final_learning_rate": 1e-5, "weight_decay": 0.0
     }
-    assert (saved["early_stopping_patience"], saved["weights"], saved["image_size"], saved["batch_size"]) == (4, "none", 112, 32)
+    assert (saved["early_stopping_patience"], saved["weights"], saved["image_size"], saved["batch_size"]) == (0, "none", 112, 32)

@@ -42,7 +42,7 @@ def test_config_precedence_defaults_yaml_set_flags(tmp_path):
     assert config.batch_size == 8  # --set over YAML
     assert config.seed == 9  # flag over everything
     assert config.model_options == {"num_heads": 4} and config.augmentation == {"rotation": 5}
-    assert config.precision == "float32" and config.monitor == "val_auc"  # defaults
+    assert config.precision == "float32" and config.monitor == "val_loss"  # defaults (issue 16: not val_auc)
 
 
 def test_model_flag_picks_its_recipe():
@@ -215,6 +215,102 @@ def test_resume_after_sigkill_continues_with_the_optimizer_state(tiny_demo, tmp_
         expected = floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(step / (epochs * steps), 1)))
         assert float(row["learning_rate"]) == pytest.approx(expected, rel=1e-4)
     assert (output / "metrics.json").is_file() and not (output / "backup").exists()
+
+
+# --------------------------------------------------------------------------- checkpoint choice, unfreezing
+
+
+def _separable_set(root: Path, per_class=12, size=32) -> Path:
+    """Split folders whose fakes are bright and reals dark: validation AUC is 1.0 after one epoch."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "valid"):
+        for label, level in (("real", 60), ("fake", 190)):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for index in range(per_class):
+                pixels = np.clip(rng.normal(level, 20, (size, size, 3)), 0, 255).astype("uint8")
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    return root
+
+
+def test_the_kept_checkpoint_is_chosen_by_validation_loss(tmp_path):
+    """Validation AUC saturates in epoch 1 while the loss keeps falling: the kept model is a later epoch's.
+
+    With `monitor: val_auc` the first epoch (the earliest maximum) would be kept and this fails.
+    """
+    import keras
+
+    from defax_keras.data.pipeline import make_dataset
+    from defax_keras.data.sources import load_source
+    from defax_keras.training.trainer import train
+
+    data = _separable_set(tmp_path / "data")
+    result = train(
+        "simple_cnn_nano", data=str(data), output=tmp_path / "run", epochs=4, batch_size=8, learning_rate=1e-3,
+        augment=False, jit_compile=False, tensorboard=False, lr_schedule="constant",
+    )
+    assert result.config.monitor == "val_loss"
+    rows = result.history()
+    assert rows[0]["val_auc"] == 1.0  # the precondition: AUC can no longer improve after epoch 1
+    best_epoch = min(rows, key=lambda row: row["val_loss"])["epoch"]
+    assert best_epoch > 0 and rows[best_epoch]["val_loss"] < rows[0]["val_loss"]
+    # The saved model is that epoch's: its validation loss is the history's best, not epoch 1's.
+    model = keras.saving.load_model(result.model_path, safe_mode=True)
+    valid = make_dataset(load_source(str(data)), "valid", image_size=model.image_size, batch_size=8)
+    loss = model.evaluate(valid, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(rows[best_epoch]["val_loss"], rel=1e-3)
+    assert loss != pytest.approx(rows[0]["val_loss"], rel=1e-3)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_resumed_run_continues_in_the_right_unfreezing_phase(tiny_demo, tmp_path, monkeypatch):
+    """gsf_tfn trains the head and the last Swin stage first; a run stopped in that phase resumes in it, then unfreezes."""
+    import keras
+
+    from defax_keras.models.classifier import ImageClassifier
+    from defax_keras.training import callbacks as callbacks_module
+    from defax_keras.training import trainer
+    from defax_keras.training.trainer import train
+
+    phases = []
+    original_phase = ImageClassifier.set_training_phase
+
+    def record(self, frozen, unfreeze_schedule="backbone"):
+        original_phase(self, frozen, unfreeze_schedule)
+        backbone = self.get_layer("backbone")
+        phases.append((frozen, unfreeze_schedule, sorted(layer.name for layer in backbone.layers if layer.trainable and layer.weights)))
+
+    monkeypatch.setattr(ImageClassifier, "set_training_phase", record)
+    original_callbacks = callbacks_module.build_callbacks
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise _Stop
+
+    def stopping(*args, **kwargs):
+        return [*original_callbacks(*args, **kwargs), StopAfterFirstEpoch()]  # after BackupAndRestore has written
+
+    settings = dict(data=str(tiny_demo), output=tmp_path / "run", epochs=3, batch_size=8, jit_compile=False,
+                    tensorboard=False, steps_per_epoch=2, early_stopping_patience=0)
+    monkeypatch.setattr(callbacks_module, "build_callbacks", stopping)
+    with pytest.raises(_Stop):
+        train("gsf_tfn_nano", **settings)
+    assert trainer._completed_epochs(tmp_path / "run") == 1
+    assert phases == [(True, "last_stage_first", ["norm", "stage_2"])]
+
+    phases.clear()
+    monkeypatch.setattr(callbacks_module, "build_callbacks", original_callbacks)
+    result = train("gsf_tfn_nano", resume=True, **settings)
+    assert result.config.freeze_backbone_epochs == 2 and result.config.unfreeze_schedule == "last_stage_first"
+    # Epoch 2 still in the first phase, epoch 3 with everything trainable.
+    assert [p[:2] for p in phases] == [(True, "last_stage_first"), (False, "last_stage_first")]
+    assert phases[0][2] == ["norm", "stage_2"] and {"patch_embedding", "stage_0", "stage_1"} <= set(phases[1][2])
+    assert [row["epoch"] for row in result.history()] == [0, 1, 2]
 
 
 # --------------------------------------------------------------------------- README

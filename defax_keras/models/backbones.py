@@ -39,6 +39,55 @@ _CLASSES = {
 }
 
 
+# Input scaling each family's pretrained presets expect, as (mean, std) of pixels in [0, 1];
+# KerasHub's `ImageConverter` applies it as `x * scale + offset` with scale = 1 / 255 / std and
+# offset = -mean / std (`input_converter` builds that converter). The converter classes
+# (`ViTImageConverter`, `SwinTransformerImageConverter`, `EfficientNetImageConverter`,
+# `VGGImageConverter`, `ResNetImageConverter`) hold no values of their own: each preset's
+# `image_converter.json` does, and those files sit on Kaggle, out of reach offline. So the
+# values below are what those loaders write, read from KerasHub's sources:
+# - vit: the `vit_*_imagenet` presets are converted from Google's ViT checkpoints, whose
+#   preprocessor uses mean = std = 0.5, i.e. pixels in [-1, 1] (KerasHub's ViT presets:
+#   scale 1/127.5, offset -1).
+# - swin: `utils/transformers/convert_swin_transformer.py` falls back to ImageNet mean/std.
+# - efficientnet, vgg, resnet: converted from timm (`utils/timm/preset_loader.py` takes
+#   `pretrained_cfg["mean"/"std"]`), whose ImageNet weights use ImageNet mean/std.
+# A preset's `image_converter.json` read online may differ: pass `input_scaling` explicitly then.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT_SCALINGS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "symmetric": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # [-1, 1]
+    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # [0, 1], the paper's Keras CNN setup
+}
+FAMILY_INPUT_SCALING = {"vit": "symmetric", "swin": "imagenet", "efficientnet": "imagenet", "vgg": "imagenet", "resnet": "imagenet"}
+
+
+def backbone_input_scaling(name: str) -> str:
+    """The `INPUT_SCALINGS` key the pretrained preset of backbone `name` expects (`vit_base` -> `symmetric`)."""
+    return FAMILY_INPUT_SCALING[BACKBONES[name].family]
+
+
+def converter_scale_offset(scaling: str) -> tuple[list[float], list[float]]:
+    """`(scale, offset)` as KerasHub's `ImageConverter` takes them, for an `INPUT_SCALINGS` key."""
+    mean, std = INPUT_SCALINGS[scaling]
+    return [1.0 / 255.0 / s for s in std], [-m / s for m, s in zip(mean, std)]
+
+
+def last_stage_layer_names(backbone) -> tuple[str, ...]:
+    """Layers of `backbone` that train first under `unfreeze_schedule: last_stage_first`.
+
+    A Swin backbone: its last `stage_N` and the final `norm`. Other backbones: none (frozen whole).
+    """
+    stages = sorted(
+        (layer.name for layer in backbone.layers if layer.name.startswith("stage_") and layer.name[6:].isdigit()),
+        key=lambda name: int(name[6:]),
+    )
+    if type(backbone).__name__ != "SwinTransformerBackbone" or not stages:
+        return ()
+    return (stages[-1], *(layer.name for layer in backbone.layers if layer.name == "norm"))
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """One backbone size: its KerasHub family, architecture and ImageNet preset (if any)."""

@@ -12,6 +12,7 @@ import math
 import keras
 
 from defax_keras.errors import DefaxError
+from defax_keras.models.backbones import IMAGENET_MEAN, IMAGENET_STD, INPUT_SCALINGS  # noqa: F401 (re-exported)
 from defax_keras.models.objectives import ClassCrossEntropy, FakeAUC
 from defax_keras.models.registry import Recipe
 from defax_keras.models.schedules import CosineDecayToFloor
@@ -19,15 +20,21 @@ from defax_keras.models.taps import TARGETS, FeatureMapTap, Tap
 
 _PAPER = Recipe()  # the paper's DeFaX training setup
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def imagenet_normalization(name: str = "normalize", dtype=None) -> keras.layers.Layer:
     """[0, 255] RGB pixels to ImageNet-standardised values, as KerasHub backbones expect."""
+    return input_normalization("imagenet", name=name, dtype=dtype)
+
+
+def input_normalization(scaling: str, name: str = "normalize", dtype=None) -> keras.layers.Layer:
+    """[0, 255] RGB pixels scaled as `INPUT_SCALINGS[scaling]` says (`unit`: a `Rescaling` by 1/255)."""
+    if scaling not in INPUT_SCALINGS:
+        raise ValueError(f"input_scaling must be one of {tuple(INPUT_SCALINGS)}, got {scaling!r}")
+    if scaling == "unit":
+        return keras.layers.Rescaling(1.0 / 255, name=name, dtype=dtype)
+    mean, std = INPUT_SCALINGS[scaling]
     return keras.layers.Normalization(
-        mean=[255.0 * m for m in IMAGENET_MEAN],
-        variance=[(255.0 * s) ** 2 for s in IMAGENET_STD],
+        mean=[255.0 * m for m in mean],
+        variance=[(255.0 * s) ** 2 for s in std],
         name=name,
         dtype=dtype,
     )
@@ -122,6 +129,7 @@ class ImageClassifier(keras.Model):
     default_learning_rate = _PAPER.learning_rate
     default_final_learning_rate = _PAPER.final_learning_rate
     default_weight_decay = _PAPER.weight_decay
+    default_lr_schedule = _PAPER.lr_schedule
     nested_layers: tuple[str, ...] = ()
     """Constructor arguments that are layers (backbones), serialised inside the config."""
 
@@ -346,19 +354,55 @@ class ImageClassifier(keras.Model):
         """Freeze or unfreeze the pretrained parts (call `compile()` again afterwards)."""
         for layer in self.backbone_layers():
             layer.trainable = trainable
+            # After a fit, a KerasHub backbone no longer passes its flag on to its own layers
+            # (seen with Swin in KerasHub 0.32 / Keras 3.15): set each one too.
+            for sublayer in getattr(layer, "layers", ()):
+                sublayer.trainable = trainable
 
-    def make_optimizer(self, learning_rate=None, weight_decay=None, final_learning_rate=None, decay_steps=None, optimizer=None):
-        """The default optimizer: AdamW (or Adamax for CNN setups) with cosine decay to a floor.
+    def set_training_phase(self, frozen: bool, unfreeze_schedule: str = "backbone") -> None:
+        """The trainable weights of one phase of a recipe's progressive unfreezing (call `compile()` again afterwards).
 
-        Arguments left `None` take the model's defaults (its recipe's); `optimizer` is `adamw` or `adamax`.
+        `frozen=False`: everything trains. `frozen=True` with `unfreeze_schedule="backbone"`: the
+        backbones are frozen whole; with `"last_stage_first"`: a Swin backbone keeps its last stage
+        (`stage_N`) and final `norm` trainable, every other backbone is frozen whole.
+        """
+        from defax_keras.models.backbones import last_stage_layer_names
+
+        if not frozen:
+            self.set_backbones_trainable(True)
+            return
+        if unfreeze_schedule not in ("backbone", "last_stage_first"):
+            raise DefaxError(f"unknown unfreeze_schedule '{unfreeze_schedule}'; choices: backbone, last_stage_first")
+        for backbone in self.backbone_layers():
+            keep = last_stage_layer_names(backbone) if unfreeze_schedule == "last_stage_first" else ()
+            backbone.trainable = bool(keep)
+            if keep:
+                for layer in backbone.layers:
+                    layer.trainable = layer.name in keep
+
+    def make_optimizer(
+        self, learning_rate=None, weight_decay=None, final_learning_rate=None, decay_steps=None, optimizer=None, schedule=None
+    ):
+        """The default optimizer: AdamW (or Adamax/Adam for CNN setups), by default with cosine decay to a floor.
+
+        Arguments left `None` take the model's defaults (its recipe's); `optimizer` is `adamw`, `adamax`
+        or `adam`; `schedule` is `cosine`, `constant` or `reduce_on_plateau` (a constant rate here:
+        the trainer adds the `ReduceLROnPlateau` callback).
         """
         peak = self.default_learning_rate if learning_rate is None else learning_rate
         floor = self.default_final_learning_rate if final_learning_rate is None else final_learning_rate
-        schedule = CosineDecayToFloor(peak, min(floor, peak), decay_steps=decay_steps)
-        if (optimizer or self.default_optimizer) == "adamax":
-            return keras.optimizers.Adamax(learning_rate=schedule)
+        schedule = schedule or self.default_lr_schedule
+        if schedule == "cosine":
+            rate = CosineDecayToFloor(peak, min(floor, peak), decay_steps=decay_steps)
+        else:
+            rate = float(peak)
+        kind = optimizer or self.default_optimizer
+        if kind == "adamax":
+            return keras.optimizers.Adamax(learning_rate=rate)
+        if kind == "adam":
+            return keras.optimizers.Adam(learning_rate=rate)
         decay = self.default_weight_decay if weight_decay is None else weight_decay
-        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=decay)
+        return keras.optimizers.AdamW(learning_rate=rate, weight_decay=decay)
 
     def compile(
         self,

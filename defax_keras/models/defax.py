@@ -154,7 +154,7 @@ SIZES = {
 
 # The paper's setup (the `Recipe` defaults, which are also `ImageClassifier`'s compile()
 # defaults): 224 px, ImageNet weights, AdamW 1e-4 (weight decay 1e-4) with cosine decay
-# to 1e-6, batch 32, 10 epochs, early stopping after 3 epochs without a better val_auc.
+# to 1e-6, batch 32, 10 epochs, early stopping after 3 epochs without a lower val_loss.
 RECIPE = Recipe()
 
 

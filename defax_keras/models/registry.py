@@ -23,7 +23,9 @@ from defax_keras.errors import DefaxError
 
 _NOT_OPTIONS = {"self", "args", "kwargs", "dtype", "name", "trainable"}
 
-OPTIMIZERS = ("adamw", "adamax")
+OPTIMIZERS = ("adamw", "adamax", "adam")
+LR_SCHEDULES = ("cosine", "constant", "reduce_on_plateau")
+UNFREEZE_SCHEDULES = ("backbone", "last_stage_first")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,18 @@ class Recipe:
 
     The defaults are the paper's DeFaX setup (AdamW 1e-4 with weight decay
     1e-4, cosine decay to 1e-6, batch 32, 10 epochs, early stopping after 3
-    epochs without a better validation AUC, ImageNet weights at 224 px).
+    epochs without a lower validation loss, ImageNet weights at 224 px).
+
+    `monitor` chooses the kept checkpoint and drives early stopping
+    (`val_loss` by default: validation AUC saturates at 1.0 within a few
+    epochs on the 140K set and then cannot tell later, better epochs apart).
+    `lr_schedule` is `cosine` (decay to `final_learning_rate`), `constant`
+    or `reduce_on_plateau` (on `monitor`). During the first
+    `freeze_backbone_epochs` epochs `unfreeze_schedule` says what stays
+    frozen: `backbone` freezes the pretrained backbones whole (the head
+    trains alone); `last_stage_first` freezes all of each backbone but its
+    last stage (Swin: `stage_N` and the final `norm`), as the GSF-TFN/GSU-TFR
+    notebooks do; then everything trains.
     The builders pass `optimizer`, `learning_rate`, `final_learning_rate`,
     `weight_decay`, `weights` and `image_size` on to the model, so a built
     model's `compile()` defaults are these too. Every field is a training
@@ -43,8 +56,8 @@ class Recipe:
     Example:
         >>> from defax_keras.models.registry import model_entry
         >>> recipe = model_entry("vgg16").recipe
-        >>> recipe.optimizer, recipe.learning_rate, recipe.final_learning_rate
-        ('adamax', 1e-05, 1e-07)
+        >>> recipe.optimizer, recipe.learning_rate, recipe.lr_schedule, recipe.augment
+        ('adam', 1e-05, 'reduce_on_plateau', False)
         >>> model_entry("vgg16_nano").recipe.image_size
         112
     """
@@ -57,9 +70,11 @@ class Recipe:
     batch_size: int = 32
     image_size: int = 224
     weights: str = "imagenet"
-    monitor: str = "val_auc"
+    monitor: str = "val_loss"
     early_stopping_patience: int = 3
+    lr_schedule: str = "cosine"
     freeze_backbone_epochs: int = 0
+    unfreeze_schedule: str = "backbone"
     augment: bool = True
     augmentation: dict = field(default_factory=dict)
     label_smoothing: float = 0.0
@@ -68,6 +83,10 @@ class Recipe:
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if self.unfreeze_schedule not in UNFREEZE_SCHEDULES:
+            raise ValueError(f"unfreeze_schedule must be one of {UNFREEZE_SCHEDULES}, got {self.unfreeze_schedule!r}")
 
     def replace(self, **changes) -> Recipe:
         """A copy with `changes` (how a `_nano` variant derives from its full model)."""

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import keras
 
+PLATEAU_FACTOR = 0.2
+PLATEAU_PATIENCE = 1
+
 
 def monitor_mode(monitor: str) -> str:
     return "min" if monitor.split("val_", 1)[-1] in ("loss", "cross_entropy") else "max"
@@ -58,7 +61,7 @@ class EpochStats(keras.callbacks.Callback):
 
 
 def build_callbacks(run_dir: Path, config, history: list[dict], monitor: str) -> list:
-    """BackupAndRestore, best checkpoint, early stopping, CSV log, TensorBoard, NaN guard."""
+    """BackupAndRestore, best checkpoint, early stopping, reduce-on-plateau (if the recipe says), CSV log, TensorBoard, NaN guard."""
     mode = monitor_mode(monitor)
     best, wait = best_so_far(history, monitor)
     callbacks = [
@@ -83,6 +86,11 @@ def build_callbacks(run_dir: Path, config, history: list[dict], monitor: str) ->
                 initial_best=best,
                 initial_wait=wait,
             )
+        )
+    if getattr(config, "lr_schedule", "cosine") == "reduce_on_plateau":
+        # The VGG16 notebook's setup; the factor and patience are this project's choice (docs/models.md).
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, min_lr=1e-7)
         )
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))

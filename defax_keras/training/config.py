@@ -44,7 +44,7 @@ class TrainingConfig:
         >>> from defax_keras.training.config import resolve_config
         >>> config = resolve_config("vgg16_nano", flags={"data": "demo"})
         >>> config.optimizer, config.learning_rate, config.image_size, config.weights
-        ('adamax', 1e-05, 112, 'none')
+        ('adam', 1e-05, 112, 'none')
     """
 
     model: str = "defax_tiny"
@@ -54,7 +54,7 @@ class TrainingConfig:
     data: str | None = None
     epochs: int | None = None
     batch_size: int | None = None
-    optimizer: str | None = None  # adamw | adamax
+    optimizer: str | None = None  # adamw | adamax | adam
     learning_rate: float | None = None
     final_learning_rate: float | None = None
     weight_decay: float | None = None
@@ -65,7 +65,9 @@ class TrainingConfig:
     seed: int = 1337
     monitor: str | None = None
     early_stopping_patience: int | None = None
+    lr_schedule: str | None = None  # cosine | constant | reduce_on_plateau
     freeze_backbone_epochs: int | None = None
+    unfreeze_schedule: str | None = None  # backbone | last_stage_first
     augment: bool | None = None
     augmentation: dict | None = None
     cache: bool = False
@@ -77,9 +79,14 @@ class TrainingConfig:
         from defax_keras.models.registry import model_entry
 
         entry = model_entry(self.model)
+        from_recipe = set()
         for key, value in entry.recipe.as_config().items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
+                from_recipe.add(key)
+        if "freeze_backbone_epochs" in from_recipe and isinstance(self.epochs, int):
+            # A short run (epochs=1) stays valid: the recipe's frozen phase fits into it.
+            object.__setattr__(self, "freeze_backbone_epochs", min(self.freeze_backbone_epochs, max(self.epochs, 0)))
         for key in NESTED:
             object.__setattr__(self, key, dict(getattr(self, key)))
         _validate(self, entry)
@@ -235,7 +242,7 @@ def _coerce(config: TrainingConfig, key: str, kind, optional: bool) -> None:
 
 def _validate(config: TrainingConfig, entry) -> None:
     """Type-check and range-check a config in place (its recipe keys already filled)."""
-    from defax_keras.models.registry import OPTIMIZERS
+    from defax_keras.models.registry import LR_SCHEDULES, OPTIMIZERS, UNFREEZE_SCHEDULES
     from defax_keras.training.distribute import DISTRIBUTIONS
 
     for key, kind in _TYPES.items():
@@ -249,6 +256,10 @@ def _validate(config: TrainingConfig, entry) -> None:
         raise DefaxError("'freeze_backbone_epochs' must be between 0 and 'epochs'")
     if config.optimizer not in OPTIMIZERS:
         raise DefaxError(f"unknown optimizer '{config.optimizer}'; choices: {', '.join(OPTIMIZERS)}")
+    if config.lr_schedule not in LR_SCHEDULES:
+        raise DefaxError(f"unknown lr_schedule '{config.lr_schedule}'; choices: {', '.join(LR_SCHEDULES)}")
+    if config.unfreeze_schedule not in UNFREEZE_SCHEDULES:
+        raise DefaxError(f"unknown unfreeze_schedule '{config.unfreeze_schedule}'; choices: {', '.join(UNFREEZE_SCHEDULES)}")
     if config.precision not in PRECISIONS:
         raise DefaxError(f"unknown precision '{config.precision}'; choices: {', '.join(PRECISIONS)}")
     if config.distribute not in DISTRIBUTIONS:

@@ -260,6 +260,7 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
             config.final_learning_rate,
             decay_steps=steps * config.epochs,
             optimizer=config.optimizer,
+            schedule=config.lr_schedule,
         )
         jit = config.jit_compile
         _compile(model, optimizer, config, jit)
@@ -279,9 +280,11 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
         if frozen and completed < frozen:
             phases.append((True, frozen))
         phases.append((False, config.epochs))
+        # Progressive unfreezing (the recipe's `freeze_backbone_epochs` and `unfreeze_schedule`):
+        # a resumed run starts in the phase its next epoch belongs to.
         for freeze, until in phases:
             if freeze or frozen:
-                model.set_backbones_trainable(not freeze)
+                model.set_training_phase(freeze, config.unfreeze_schedule)
                 _compile(model, optimizer, config, jit)
             history = _truncate_history(run_dir / "history.csv", completed)
             callbacks = build_callbacks(run_dir, config, history, monitor)
