@@ -58,20 +58,13 @@ def cmd_calibrate(args) -> int:
     return 0
 
 def cmd_robustness(args) -> int:
-    from defax_keras.data.sources import load_source
-    from defax_keras.evaluation.robustness import (
-        robustness,
-        robustness_markdown,
-        write_robustness,
-    )
-    from defax_keras.models.loading import load_model, model_folder
+    from defax_keras.evaluation.robustness import robustness, write_robustness
+    from defax_keras.models.loading import model_folder
 
-    model = load_model(args.model_path)
-    source = load_source(args.data)
-    rows = robustness(model, source, args.split, args.batch_size, args.seed)
+    result = robustness(args.model_path, args.data, args.split, args.batch_size, args.seed)
     output = Path(args.output) if args.output else model_folder(args.model_path) / "robustness"
-    write_robustness(rows, output, title=f"({Path(source.root).name}, {args.split})")
-    print(robustness_markdown(rows))
+    write_robustness(result, output)
+    print(result.markdown())
     print(f"Written to {output}")
     return 0
 

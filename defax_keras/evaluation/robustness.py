@@ -9,6 +9,7 @@ files. Every corruption is seeded and deterministic.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -92,10 +93,28 @@ def corrupt(images, kind: str, level, seed: int = 0):
     raise ValueError(f"unknown corruption {kind!r}")
 
 
-def robustness(model, source, split: str = "test", batch_size: int = 32, seed: int = 0, corruptions=CORRUPTIONS) -> list[dict]:
-    """Metrics (at 0.5) of `model` on `split` under each corruption."""
-    from defax_keras.data.pipeline import make_dataset
+@dataclasses.dataclass
+class RobustnessResult:
+    """Metrics (at 0.5) of one model on one split, clean and under each corruption."""
 
+    data: str
+    split: str
+    rows: list[dict]
+    """Per corruption and level: accuracy, ROC AUC, real and fake accuracy, log loss."""
+    skipped: list[dict]
+
+    def markdown(self) -> str:
+        return robustness_markdown(self.rows)
+
+
+def robustness(model, data, split: str = "test", batch_size: int = 32, seed: int = 0, corruptions=CORRUPTIONS) -> RobustnessResult:
+    """Metrics (at 0.5) of `model` (a detector or its path) on `split` of `data` under each corruption."""
+    from defax_keras.data.pipeline import make_dataset
+    from defax_keras.data.sources import load_source
+    from defax_keras.models.loading import as_model
+
+    model, _ = as_model(model)
+    source = load_source(data)
     dataset = make_dataset(source, split, image_size=model.image_size, batch_size=batch_size)
     labels = np.array([s.label for s in source.split(split)])
     rows = []
@@ -107,7 +126,8 @@ def robustness(model, source, split: str = "test", batch_size: int = 32, seed: i
         p_fake = np.clip(model.predict(corrupted, verbose=0)[:, 1].astype(np.float64), 0, 1)
         metrics = classification_metrics(labels, p_fake)
         rows.append({"corruption": kind, "level": level, **{k: metrics[k] for k in ("accuracy", "roc_auc", "real_accuracy", "fake_accuracy", "log_loss")}})
-    return rows
+    skipped = [{"path": s.path, "reason": s.reason, "split": s.split} for s in source.skipped]
+    return RobustnessResult(source.root, split, rows, skipped)
 
 
 def robustness_markdown(rows: list[dict]) -> str:
@@ -119,8 +139,9 @@ def robustness_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_robustness(rows: list[dict], output_dir, title: str = "") -> Path:
+def write_robustness(result: RobustnessResult, output_dir) -> Path:
     """`robustness.json`, `.csv`, `.md` and a line plot of accuracy per corruption family."""
+    rows, title = result.rows, f"({Path(result.data).name}, {result.split})"
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "robustness.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
