@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The test suite checks the TensorFlow, JAX and PyTorch backends on the CPU;
 # pinning torch keeps pip from fetching a multi-GB CUDA build for that.
 TORCH_SPEC ?= torch==2.13.0
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --durations=25
 
 COMPARE_MODELS ?= defax_nano facevit_nano fakevit_nano gsf_tfn_nano gsu_tfr_nano efficientnetv2_nano vgg16_nano resnet50_nano simple_cnn_nano
 COMPARE_EPOCHS ?= 6
