@@ -254,16 +254,16 @@ def _validate(config: TrainingConfig, entry) -> None:
             raise DefaxError(f"'{key}' must be at least 1, got {getattr(config, key)}")
     if not 0 <= config.freeze_backbone_epochs <= config.epochs:
         raise DefaxError("'freeze_backbone_epochs' must be between 0 and 'epochs'")
-    if config.optimizer not in OPTIMIZERS:
-        raise DefaxError(f"unknown optimizer '{config.optimizer}'; choices: {', '.join(OPTIMIZERS)}")
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise DefaxError(f"unknown lr_schedule '{config.lr_schedule}'; choices: {', '.join(LR_SCHEDULES)}")
-    if config.unfreeze_schedule not in UNFREEZE_SCHEDULES:
-        raise DefaxError(f"unknown unfreeze_schedule '{config.unfreeze_schedule}'; choices: {', '.join(UNFREEZE_SCHEDULES)}")
-    if config.precision not in PRECISIONS:
-        raise DefaxError(f"unknown precision '{config.precision}'; choices: {', '.join(PRECISIONS)}")
-    if config.distribute not in DISTRIBUTIONS:
-        raise DefaxError(f"unknown distribute '{config.distribute}'; choices: {', '.join(DISTRIBUTIONS)}")
+    choices = {
+        "optimizer": OPTIMIZERS,
+        "lr_schedule": LR_SCHEDULES,
+        "unfreeze_schedule": UNFREEZE_SCHEDULES,
+        "precision": PRECISIONS,
+        "distribute": DISTRIBUTIONS,
+    }
+    for key, allowed in choices.items():
+        if getattr(config, key) not in allowed:
+            raise DefaxError(f"unknown {key} '{getattr(config, key)}'; choices: {', '.join(allowed)}")
     if config.jit_compile not in ("auto", True, False):
         raise DefaxError("'jit_compile' must be auto, true or false")
     if not 0 <= config.label_smoothing < 1:
