@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "defax_keras"
 LAYERS = (
     ("core", ("errors", "cache", "constants", "console", "metrics", "plotting")),
     ("data", ("data",)),
+    ("faces", ("faces",)),
     ("models", ("models",)),
     ("training", ("training",)),
     ("applications", ("evaluation", "explain", "export")),

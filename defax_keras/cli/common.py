@@ -28,3 +28,32 @@ def write_json(path: Path, data: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
     return path
+
+
+def face_arguments(parser) -> None:
+    """`--faces` and its companions, shared by predict, evaluate, explain and serve."""
+    group = parser.add_argument_group("faces", "find and align faces before scoring (docs/faces.md)")
+    group.add_argument(
+        "--faces",
+        choices=("auto", "off", "largest", "all"),
+        help="auto: aligned crops whole, other photos face by face; off: whole images; largest: the largest face; all: every face "
+        "(default: the settings the model was trained with, else auto)",
+    )
+    group.add_argument("--face-aggregate", choices=("max", "mean"), help="a photo's P(fake) from its faces' (default max: one fake face makes a fake photo)")
+    group.add_argument("--no-face", choices=("report", "whole"), help="a photo without a face: reported as 'no face' (default) or scored whole")
+    group.add_argument("--face-min-size", type=int, metavar="PX", help="ignore faces smaller than this (box side in pixels; default 40)")
+    group.add_argument("--face-min-confidence", type=float, metavar="P", help="ignore detections scored below this (default 0.9)")
+
+
+def face_settings(args, model_path=None):
+    """The `FaceSettings` a command runs with: the model's own (its run directory's `faces.json`), then the command line."""
+    from defax_keras.faces.settings import FaceSettings
+
+    base = FaceSettings.for_model(model_path) if model_path is not None else FaceSettings()
+    return base.replace(
+        mode=args.faces,
+        aggregate=args.face_aggregate,
+        no_face=args.no_face,
+        min_size=args.face_min_size,
+        min_confidence=args.face_min_confidence,
+    )

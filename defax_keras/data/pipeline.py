@@ -105,6 +105,13 @@ def eval_transform(data, kind, image_size: int, pil: bool = True):
     return resize(image, image_size)
 
 
+def eval_pixels(image, image_size: int):
+    """`eval_transform` for pixels already decoded (uint8 `[H, W, 3]`), such as an aligned face crop."""
+    image = tf.convert_to_tensor(image, tf.uint8)
+    window = central_crop_window(tf.shape(image))
+    return resize(tf.slice(image, [window[0], window[1], 0], [window[2], window[3], 3]), image_size)
+
+
 def verify_decoding(samples, *, cache_key: str | None = None) -> dict[str, str]:
     """Decode every file once with the pipeline's own decoders.
 
