@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import functools
 import os
 import threading
 
@@ -99,7 +100,6 @@ class FaceDetector:
         self.max_side = int(max_side)
         self.in_process = backend() == "tensorflow" if in_process is None else in_process
         self._lock = threading.Lock()
-        self._local = None
         self._pool = None
 
     @classmethod
@@ -131,9 +131,7 @@ class FaceDetector:
         threshold = min(0.8, self.min_confidence)
         if self.in_process:
             with self._lock:
-                if self._local is None:
-                    self._local = build_mtcnn()
-                return run_mtcnn(self._local, small, threshold)
+                return run_mtcnn(_mtcnn(), small, threshold)
         with self._lock:
             if self._pool is None:
                 self._pool = tensorflow_pool(1)
@@ -164,8 +162,17 @@ def _resized(image: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0))
 
 
+_BUILD_LOCK = threading.Lock()
+
+
+@functools.cache
+def _mtcnn():
+    with _BUILD_LOCK:
+        return build_mtcnn()
+
+
 def build_mtcnn():
-    """An `mtcnn.MTCNN` whose three networks each run as one TensorFlow graph."""
+    """An `mtcnn.MTCNN` whose three networks each run as one TensorFlow graph (`_mtcnn()` shares one per process)."""
     import tensorflow as tf
     from mtcnn import MTCNN
     from mtcnn.stages import StageONet, StagePNet, StageRNet
@@ -191,14 +198,8 @@ def run_mtcnn(mtcnn, image: np.ndarray, threshold: float) -> np.ndarray:
     return np.concatenate([boxes, score, points], axis=1)
 
 
-_WORKER_MTCNN = None
-
-
 def _detect_in_worker(image, threshold):
-    global _WORKER_MTCNN
-    if _WORKER_MTCNN is None:
-        _WORKER_MTCNN = build_mtcnn()
-    return run_mtcnn(_WORKER_MTCNN, image, threshold)
+    return run_mtcnn(_mtcnn(), image, threshold)
 
 
 @contextlib.contextmanager
