@@ -123,14 +123,13 @@ class FaceScorer:
         results = []
         for start in range(0, len(sources), self.batch_size):
             chunk = sources[start : start + self.batch_size]
-            results.extend(self._score_chunk(chunk))
+            results.extend(self.complete([self.prepare(source) for source in chunk]))
             if progress:
                 progress(len(chunk))
         return results
 
     def prepare(self, source) -> tuple[PhotoScore, list[np.ndarray]]:
         """A photo's result so far and the model inputs it needs scored (its faces, or itself whole)."""
-        settings = self.settings
         try:
             data = Path(source).read_bytes() if not isinstance(source, (bytes, bytearray)) else bytes(source)
         except OSError as exc:
@@ -140,28 +139,53 @@ class FaceScorer:
             return PhotoScore(error=info.error), []
         if self.formats and info.format not in self.formats:
             return PhotoScore(error=f"{info.format} images are not accepted (accepted: {', '.join(self.formats)})"), []
-        whole = settings.mode == "off" or (settings.mode == "auto" and looks_aligned(info.width, info.height, settings.crop_limit))
+        whole = self._whole(info.width, info.height)
         if not whole:
             try:
                 image = decode_with_pil(data, self.max_pixels)
             except ValueError as exc:
                 return PhotoScore(error=f"cannot be decoded ({str(exc)[:120]})"), []
-            faces = self.detector.detect(image)
-            if settings.mode == "largest":
-                faces = faces[:1]
-            if faces:
-                crops = [align_face(image, face, settings.crop_size, settings.alignment, settings.margin) for face in faces]
-                return PhotoScore(faces=[FaceScore(face, float("nan")) for face in faces], scored="faces"), [_model_input(c, self.image_size) for c in crops]
-            if settings.no_face == "report":
-                return PhotoScore(scored="no-face"), []
+            result, inputs = self._faces(image)
+            if result is not None:
+                return result, inputs
         try:
             pixels = decode_image_bytes(data, self.image_size, max_pixels=self.max_pixels)
         except ImageFileError as exc:
             return PhotoScore(error=str(exc)), []
         return PhotoScore(scored="whole" if whole else "whole-no-face"), [pixels]
 
-    def _score_chunk(self, sources) -> list[PhotoScore]:
-        prepared = [self.prepare(source) for source in sources]
+    def prepare_image(self, image: np.ndarray) -> tuple[PhotoScore, list[np.ndarray]]:
+        """`prepare` for pixels already decoded (uint8 RGB `[H, W, 3]`, such as a video frame)."""
+        whole = self._whole(image.shape[1], image.shape[0])
+        if not whole:
+            result, inputs = self._faces(image)
+            if result is not None:
+                return result, inputs
+        return PhotoScore(scored="whole" if whole else "whole-no-face"), [_model_input(image, self.image_size)]
+
+    def score_images(self, images) -> list[PhotoScore]:
+        """A `PhotoScore` per decoded image (uint8 RGB `[H, W, 3]`), in order."""
+        return self.complete([self.prepare_image(image) for image in images])
+
+    def _whole(self, width: int, height: int) -> bool:
+        mode = self.settings.mode
+        return mode == "off" or (mode == "auto" and looks_aligned(width, height, self.settings.crop_limit))
+
+    def _faces(self, image: np.ndarray):
+        """The face-by-face result and inputs, or (None, []) when no face was found and the image is to be scored whole."""
+        settings = self.settings
+        faces = self.detector.detect(image)
+        if settings.mode == "largest":
+            faces = faces[:1]
+        if faces:
+            crops = [align_face(image, face, settings.crop_size, settings.alignment, settings.margin) for face in faces]
+            return PhotoScore(faces=[FaceScore(face, float("nan")) for face in faces], scored="faces"), [_model_input(c, self.image_size) for c in crops]
+        if settings.no_face == "report":
+            return PhotoScore(scored="no-face"), []
+        return None, []
+
+    def complete(self, prepared) -> list[PhotoScore]:
+        """Score the inputs of `prepare`d photos in batches and fill in their results."""
         inputs = [pixels for _, batch in prepared for pixels in batch]
         scores = self._predict(inputs)
         position = 0
