@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install "$(TORCH_SPEC)" -e ".[dev,jax,torch,onnx]"
+	$(BIN)/python -m pip install "$(TORCH_SPEC)" -e ".[dev,jax,torch,onnx,video]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -14,6 +14,7 @@ LAYERS = (
     ("core", ("errors", "cache", "constants", "console", "metrics", "plotting")),
     ("data", ("data",)),
     ("faces", ("faces",)),
+    ("video", ("video",)),
     ("models", ("models",)),
     ("training", ("training",)),
     ("applications", ("evaluation", "explain", "export")),
