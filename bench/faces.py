@@ -111,6 +111,7 @@ def main() -> int:
     args = parser.parse_args()
     count = 36 if args.quick else args.photos
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    load = os.getloadavg()[0]  # other work on the machine slows every figure down
     photos = make_photos(count)
     single = in_process(photos)
     rows, runs = [], {}
@@ -143,7 +144,8 @@ def main() -> int:
             f"{count} composite photos of {SIZE[0]}x{SIZE[1]} px (JPEG, 1-3 real faces of 70-260 px, tilted up to 15 degrees), "
             f"default settings (faces from 40 px, FFHQ alignment, 256 px crops).\n\n"
             f"Detection + alignment in one process (decode, detect, align every face):\n\n{one}\n\n"
-            f"`faces extract` (largest face, PNG crops written; split-folder dataset):\n\n{table}\n\n{verdict}"
+            f"`faces extract` (largest face, PNG crops written; split-folder dataset):\n\n{table}\n\n{verdict} "
+            f"Load average at the start: {load:.1f} (on {cores} cores)."
         )
         record("Faces (`bench/faces.py`)", body, "python bench/faces.py " + " ".join(sys.argv[1:]))
     print(json.dumps({"benchmark": "faces", "in_process": single, "extract": runs, "peak_rss_mb": round(peak_rss_mb())}))

@@ -264,7 +264,6 @@ class _Journal:
 
     def __init__(self, path: Path):
         self.path = path
-        self.previous = self._read() if path.is_file() else {}
         fresh = not path.is_file() or path.stat().st_size == 0
         self.handle = open(path, "a", newline="", encoding="utf-8")
         if not fresh and not path.read_bytes().endswith(b"\n"):  # a row cut short by a killed run
@@ -273,23 +272,25 @@ class _Journal:
         if fresh:
             self.writer.writeheader()
 
-    def _read(self) -> dict[str, dict]:
-        rows = {}
-        with open(self.path, newline="", encoding="utf-8", errors="replace") as handle:
-            for row in csv.DictReader(handle):
-                try:
-                    row = _parse_row(row)
-                except (KeyError, TypeError, ValueError):
-                    continue  # a partial line
-                rows[row["source"]] = row
-        return rows
-
     def add(self, row: dict) -> None:
         self.writer.writerow(_format_row(row))
         self.handle.flush()
 
     def close(self) -> None:
         self.handle.close()
+
+
+def _read_report(path: Path) -> dict[str, dict]:
+    """The rows of a report or journal by source path; the last row of a photo wins, cut-short rows are ignored."""
+    rows = {}
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        for row in csv.DictReader(handle):
+            try:
+                row = _parse_row(row)
+            except (AttributeError, KeyError, TypeError, ValueError):
+                continue
+            rows[row["source"]] = row
+    return rows
 
 
 def _format_row(row: dict) -> dict:
@@ -316,18 +317,14 @@ def _prepare_output(output: Path, settings: FaceSettings, overwrite: bool) -> di
         raise DefaxError(f"{output} was extracted with other face settings ({changed}): use another folder, or --overwrite to redo it")
     if overwrite:  # start clean: remove the crops an earlier run listed, nothing else
         if report.is_file():
-            for row in _Journal(report).previous.values():
+            for row in _read_report(report).values():
                 for crop in row["files"]:
                     path = output / crop
                     if _is_within(path.resolve(), output) and path.is_file():
                         path.unlink()
             report.unlink()
         return {}
-    if not report.is_file():
-        return {}
-    journal = _Journal(report)
-    journal.close()
-    return journal.previous
+    return _read_report(report) if report.is_file() else {}
 
 
 def extract_faces(data, output, settings: FaceSettings | None = None, workers: int | None = None, overwrite: bool = False,
