@@ -371,7 +371,8 @@ def extract_faces(data, output, settings: FaceSettings | None = None, workers: i
     for sample in source.samples:
         samples.setdefault(os.path.abspath(sample.path), sample)
     paths = list(samples)
-    base = Path(os.path.commonpath([os.fspath(root), *(os.path.dirname(p) for p in paths)]))
+    # Spelled like the sample paths (not symlink-resolved), so that relative paths under it stay short.
+    base = Path(os.path.commonpath([os.path.abspath(source.root), *(os.path.dirname(p) for p in paths)]))
     targets = _targets(paths, base, output)
 
     def row_for(path, split, label, **fields):
