@@ -13,12 +13,12 @@ import logging
 import sys
 
 from defax_keras import __version__
-from defax_keras.cli import data, evaluate, explain, export, predict, train
+from defax_keras.cli import data, evaluate, explain, export, faces, predict, train
 from defax_keras.console import start_tensorflow_quietly
 from defax_keras.errors import DefaxError
 
 EXIT_USER_ERROR = 2
-COMMAND_GROUPS = (data, train, evaluate, explain, export, predict)
+COMMAND_GROUPS = (data, faces, train, evaluate, explain, export, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -225,13 +225,18 @@ def tensorflow_pool(workers: int, initializer=None, initargs=()):
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     with _environment(KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")):
-        # Submitting one task per worker at once starts them all now (each submit
-        # finds no idle worker), inside this environment.
+        # Submitting one task per worker at once spawns them all now (each submit
+        # finds no idle worker), inside this environment. Which worker runs which
+        # task is up to them (a quick starter may take several), so the tasks only
+        # show that the workers came up: one whose initializer fails breaks the pool.
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=initializer, initargs=initargs)
-        pids = {future.result() for future in [pool.submit(os.getpid) for _ in range(workers)]}
-    if len(pids) != workers:
-        pool.shutdown()
-        raise DefaxError(f"could not start {workers} face detection worker processes")
+        try:
+            for future in [pool.submit(os.getpid) for _ in range(workers)]:
+                future.result()
+        except BrokenProcessPool as exc:
+            pool.shutdown()
+            raise DefaxError(f"could not start {workers} face detection worker processes ({exc})") from exc
     return pool

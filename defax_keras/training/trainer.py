@@ -3,7 +3,8 @@
 Run directory (default `runs/<model>-<timestamp>`):
 `config.yaml` (resolved), `data_report.json`, `model.keras` (best by the
 monitor), `history.csv`, `tensorboard/`, `training_curves.png`, `metrics.json`
-(test split, when there is one), and `backup/` while the run is unfinished,
+(test split, when there is one), `faces.json` when the data is a
+`faces extract` output, and `backup/` while the run is unfinished,
 from which `resume=True` continues after the last completed epoch with the
 optimizer state restored.
 """
@@ -118,6 +119,20 @@ def _datasets(config: TrainingConfig, image_size: int, run_dir: Path, completed:
     if "valid" in source.splits:
         valid_data = make_dataset(source, "valid", image_size=image_size, batch_size=batch, cache=cache)
     return source, train_data, valid_data
+
+
+def _record_face_settings(data, source, run_dir: Path) -> None:
+    """Copy the data's `faces.json` (a `faces extract` output) into the run, so predict and serve cut faces the same way."""
+    from defax_keras.faces.settings import FaceSettings
+
+    given = Path(str(data)).expanduser()
+    folders = [Path(source.root)] + ([given if given.is_dir() else given.parent] if given.exists() else [])
+    for folder in dict.fromkeys(folders):
+        settings = FaceSettings.load(folder)
+        if settings is not None:
+            settings.save(run_dir)
+            logger.info("Face settings of %s recorded in the run directory", folder)
+            return
 
 
 def _write_results(run_dir: Path, config: TrainingConfig, source, monitor: str, completed: int) -> dict:
@@ -243,6 +258,7 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
             raise
         write_config(config, run_dir / "config.yaml")
         source.write_report(run_dir / "data_report.json")
+        _record_face_settings(config.data, source, run_dir)
         logger.info("Run directory: %s%s", run_dir, f" (resuming after epoch {completed})" if resume else "")
         batch = config.batch_size
         has_valid = valid_data is not None
