@@ -58,7 +58,8 @@ async function upload(fileList) {
   if ($("faces-mode").value) query.set("faces", $("faces-mode").value);
   setStatus(`Analysing ${files.length} image${files.length > 1 ? "s" : ""}…`);
   try {
-    const response = await fetch(`/api/predict${query.size ? `?${query}` : ""}`, { method: "POST", body: form });
+    const search = query.toString();
+    const response = await fetch(`/api/predict${search ? `?${search}` : ""}`, { method: "POST", body: form });
     let payload;
     try {
       payload = await response.json();
