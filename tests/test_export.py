@@ -212,7 +212,7 @@ def _run_predict(*args):
 
 def test_predict_walks_folders_reports_bad_files_and_pipes_json(cnn, mixed_folder):
     path, model = cnn
-    result = _run_predict("-m", str(path), str(mixed_folder), "--format", "json", "--batch-size", "2")
+    result = _run_predict("-m", str(path), str(mixed_folder), "--format", "json", "--batch-size", "2", "--faces", "off")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = json.loads(result.stdout)  # stdout is the JSON alone
     names = [os.path.relpath(r["path"], mixed_folder) for r in rows]
@@ -236,7 +236,7 @@ def test_predict_csv_output_file_verbose_and_saved_model(cnn, mixed_folder, tmp_
     path, model = cnn
     export_dir = export_saved_model(model, tmp_path / "export")
     out = tmp_path / "results.csv"
-    result = _run_predict("-m", str(tmp_path / "export"), str(mixed_folder / "a.jpg"), str(mixed_folder / "nested"), "--format", "csv", "-o", str(out), "--verbose", "--threshold", "0")
+    result = _run_predict("-m", str(tmp_path / "export"), str(mixed_folder / "a.jpg"), str(mixed_folder / "nested"), "--format", "csv", "-o", str(out), "--verbose", "--threshold", "0", "--faces", "off")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == ""
     assert f"skipped (not an image extension): {mixed_folder / 'nested' / 'data.csv'}" in result.stderr
@@ -316,7 +316,7 @@ def test_onnx_int8_export_is_calibrated_checked_and_served_by_predict(cnn, mixed
         client = create_app(service).test_client()
         assert client.get("/api/info").json["explain"] == []
         data = {"files": [(io.BytesIO(Path(good[0]).read_bytes()), "a.jpg")]}
-        (row,) = client.post("/api/predict", data=data, content_type="multipart/form-data").json["results"]
+        (row,) = client.post("/api/predict?faces=off", data=data, content_type="multipart/form-data").json["results"]
         assert row["p_fake"] == pytest.approx(expected[0], abs=0.05)
     finally:
         service.close()

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 from helpers import blank_gradcam_model, corrupt_middle_png, decompression_bomb_png, encode, jpeg_with_orientation, pattern
+from photos import background, iou, two_faces
 
 from defax_keras.data.files import decode_image_bytes
 from defax_keras.models import build_model
@@ -59,7 +60,7 @@ def test_info_and_health(client):
 def test_predict_keeps_upload_order_and_matches_the_model(client, service):
     image = pattern(150, 120)
     files = [("one.jpg", encode(image, "JPEG", quality=92)), ("two.png", encode(pattern(90, 130, seed=3), "PNG")), ("bad.jpg", b"text")]
-    response = _post(client, files)
+    response = _post(client, files, "?faces=off")  # whole images, as before faces
     assert response.status_code == 200
     results = response.json["results"]
     assert [r["name"] for r in results] == ["one.jpg", "two.png", "bad.jpg"]
@@ -67,7 +68,82 @@ def test_predict_keeps_upload_order_and_matches_the_model(client, service):
     for result, (p_real, p_fake) in zip(results[:2], expected):
         assert result["p_fake"] == pytest.approx(p_fake, abs=1e-5) and result["p_real"] == pytest.approx(p_real, abs=1e-5)
         assert result["label"] == ("fake" if p_fake >= 0.5 else "real")
+        assert result["scored"] == "whole" and result["faces"] == []
+    assert (results[0]["width"], results[0]["height"]) == (150, 120)
     assert set(results[2]) == {"name", "error"}
+    # the server's default (auto) looks for faces in these photos, and finds none
+    assert [r["label"] for r in _post(client, files[:2]).json["results"]] == ["no face", "no face"]
+
+
+# --------------------------------------------------------------------------- faces
+
+
+@pytest.fixture(scope="module")
+def group_photo():
+    """The two-face test photo as an upload, and where its faces are (left, right)."""
+    image, boxes = two_faces()
+    return encode(image, "JPEG", quality=92), boxes
+
+
+def _matches(faces, boxes):
+    """Whether every expected box has a detected face with IoU >= 0.5."""
+    return all(max(iou(face["box"], box) for face in faces) >= 0.5 for box in boxes)
+
+
+def test_the_api_scores_each_face_and_says_when_there_is_none(client, group_photo):
+    content, boxes = group_photo
+    files = [("group.jpg", content), ("cup.jpg", encode(background(400, 300), "JPEG")), ("crop.png", encode(pattern(128, 128), "PNG"))]
+    group, cup, crop = _post(client, files).json["results"]
+    assert group["scored"] == "faces" and len(group["faces"]) == 2 and _matches(group["faces"], boxes)
+    assert (group["width"], group["height"]) == (960, 640)
+    for face in group["faces"]:
+        assert set(face) == {"box", "landmarks", "confidence", "p_fake", "label"} and face["confidence"] >= 0.9
+        assert set(face["landmarks"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+        assert face["label"] == ("fake" if face["p_fake"] >= 0.5 else "real")
+    assert group["p_fake"] == max(face["p_fake"] for face in group["faces"])
+    assert cup["label"] == "no face" and cup["p_fake"] is None and cup["faces"] == [] and cup["scored"] == "no-face"
+    assert crop["scored"] == "whole" and crop["faces"] == [] and crop["p_fake"] is not None  # a square crop is scored whole under auto
+    (largest,) = _post(client, [("group.jpg", content)], "?faces=largest").json["results"][0]["faces"]
+    assert largest["box"] == max(group["faces"], key=lambda f: f["box"][2] - f["box"][0])["box"]
+    (whole,) = _post(client, [("group.jpg", content)], "?faces=off").json["results"]
+    assert whole["scored"] == "whole" and whole["faces"] == []
+
+
+def test_bad_faces_values_are_refused(client):
+    response = _post(client, [("a.png", encode(pattern(20, 20), "PNG"))], "?faces=bogus")
+    assert response.status_code == 400
+    assert response.json["error"] == "unknown faces='bogus'; one of auto, off, largest, all"
+
+
+def test_info_reports_the_face_settings_and_the_model_default_applies(client, model_path, tmp_path):
+    from defax_keras.faces import FaceSettings
+
+    info = client.get("/api/info").json
+    assert info["faces"] == FaceSettings().to_dict() and info["face_modes"] == ["auto", "off", "largest", "all"]
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(model_path, run / "model.keras")
+    FaceSettings(mode="off", aggregate="mean").save(run)  # what training copies into its run directory
+    recorded = build_service(run, batching=False, max_batch=2)
+    try:
+        assert recorded.faces.mode == "off" and create_app(recorded).test_client().get("/api/info").json["faces"]["aggregate"] == "mean"
+        (row,) = _post(create_app(recorded).test_client(), [("one.jpg", encode(pattern(150, 120), "JPEG"))]).json["results"]
+        assert row["scored"] == "whole"
+    finally:
+        recorded.close()
+
+
+def test_gradcam_is_drawn_on_each_face_crop(client, group_photo):
+    import base64
+
+    from PIL import Image
+
+    (result,) = _post(client, [("group.jpg", group_photo[0])], "?explain=gradcam").json["results"]
+    assert "gradcam" not in result and len(result["faces"]) == 2
+    overlays = [Image.open(io.BytesIO(base64.b64decode(face["gradcam"].split(",", 1)[1]))) for face in result["faces"]]
+    assert [overlay.size for overlay in overlays] == [(112, 112)] * 2  # the aligned crop the model saw
+    assert not np.array_equal(np.asarray(overlays[0]), np.asarray(overlays[1]))
+    assert all(isinstance(face["gradcam_blank"], bool) for face in result["faces"])
 
 
 @pytest.mark.parametrize(
@@ -156,7 +232,7 @@ def test_security_headers_and_escaping(client):
 
 def test_csv_export_neutralises_formulas(client):
     rows = [
-        {"name": "=HYPERLINK(\"http://x\")", "label": "fake", "p_real": 0.1, "p_fake": 0.9},
+        {"name": "=HYPERLINK(\"http://x\")", "label": "fake", "p_real": 0.1, "p_fake": 0.9, "faces": [{"box": [1, 2, 3, 4]}, {"box": [5, 6, 7, 8]}]},
         {"name": "+1", "error": "not an image"},
         {"name": "-2.png", "label": "real", "p_real": 0.9, "p_fake": 0.1},
         {"name": "@SUM(A1)", "label": "real", "p_real": 0.8, "p_fake": 0.2},
@@ -167,6 +243,7 @@ def test_csv_export_neutralises_formulas(client):
     table = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [r["name"] for r in table] == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2.png", "'@SUM(A1)", "plain.png"]
     assert table[1]["error"] == "not an image" and table[0]["p_fake"] == "0.9"
+    assert [r["faces"] for r in table] == ["2", "", "", "", ""]  # a count of the faces sent
     assert neutralize_cell("\t=1") == "'\t=1" and neutralize_cell(None) == ""
     assert client.post("/api/export.csv", data="nope").status_code == 400
 
@@ -264,45 +341,75 @@ def _wait(predicate, timeout=60):
     raise AssertionError("timed out waiting for the page")
 
 
-def test_the_page_in_headless_chromium(live_server, browser, tmp_path):
+def test_the_page_in_headless_chromium(live_server, browser, tmp_path, group_photo):
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
 
     images = tmp_path / "upload"
     images.mkdir()
     first = images / "portrait.jpg"
-    first.write_bytes(encode(pattern(160, 140, seed=1), "JPEG"))
+    first.write_bytes(encode(pattern(140, 140, seed=1), "JPEG"))  # square: scored whole, like an aligned crop
     second = images / XSS_NAME
     second.write_bytes(encode(pattern(120, 120, seed=2), "PNG"))
+    group = images / "group.jpg"
+    group.write_bytes(group_photo[0])
+    cup = images / "cup.jpg"
+    cup.write_bytes(encode(background(400, 300), "JPEG"))
 
     browser.get(live_server + "/")
     _wait(lambda: "simple_cnn_nano" in browser.find_element(By.ID, "model-info").text)
+    assert "server default (auto" in browser.find_element(By.CSS_SELECTOR, "#faces-mode option").text
     browser.find_element(By.ID, "explain-toggle").click()
-    browser.find_element(By.ID, "file-input").send_keys(f"{first}\n{second}")
-    cards = _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 2 and browser.find_elements(By.CSS_SELECTOR, ".card"))
+    browser.find_element(By.ID, "file-input").send_keys("\n".join(map(str, (first, second, group, cup))))
+    cards = _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 4 and browser.find_elements(By.CSS_SELECTOR, ".card"))
     names = [card.find_element(By.CSS_SELECTOR, ".name").text for card in cards]
-    assert names == ["portrait.jpg", XSS_NAME]  # the name is shown as text ...
+    assert names == ["portrait.jpg", XSS_NAME, "group.jpg", "cup.jpg"]  # the name is shown as text ...
     with pytest.raises(NoAlertPresentException):
         _ = browser.switch_to.alert.text  # ... and its onerror never ran
     assert not browser.find_elements(By.CSS_SELECTOR, ".name img")
-    for card in cards:
+    for card in cards[:3]:
         assert card.find_element(By.CSS_SELECTOR, ".verdict").text.split(" ")[0] in ("Real", "Fake")
         meter = card.find_element(By.CSS_SELECTOR, "meter.confidence")
         assert 0.0 <= float(meter.get_attribute("value")) <= 1.0
         assert "real" in card.find_element(By.CSS_SELECTOR, ".p-real").text
+
+    # the group photo: a box and a verdict chip over each face, where the face is, and each face's own Grad-CAM
+    boxes = cards[2].find_elements(By.CSS_SELECTOR, ".face-box")
+    chips = [box.find_element(By.CSS_SELECTOR, ".chip").text for box in boxes]
+    assert len(boxes) == 2 and [chip.split(" ")[0] for chip in chips] == ["1", "2"]
+    assert all(chip.split(" ")[2] in ("real", "fake") and chip.endswith("%") for chip in chips), chips
+    photo = cards[2].find_element(By.CSS_SELECTOR, ".frame img").rect
+    scale = photo["width"] / 960
+    assert photo["height"] == pytest.approx(640 * scale, abs=2)  # the frame has the photo's shape
+    drawn = [(b.rect["x"] - photo["x"], b.rect["y"] - photo["y"], b.rect["x"] + b.rect["width"] - photo["x"], b.rect["y"] + b.rect["height"] - photo["y"]) for b in boxes]
+    expected = [tuple(v * scale for v in box) for box in group_photo[1]]
+    assert all(max(iou(d, e) for d in drawn) >= 0.5 for e in expected), (drawn, expected)
+    crops = cards[2].find_elements(By.CSS_SELECTOR, ".face-gradcam")
+    assert len(crops) == 2 and all(crop.is_displayed() and crop.get_attribute("src").startswith("data:image/png;base64,") for crop in crops)
+    assert _wait(lambda: all(browser.execute_script("return arguments[0].naturalWidth", crop) == 112 for crop in crops))
+    assert [item.text.split(" ·")[0] for item in cards[2].find_elements(By.CSS_SELECTOR, ".face-text")] == ["Face 1", "Face 2"]
+    assert "2 faces" in cards[2].find_element(By.CSS_SELECTOR, ".face-note").text
+
+    # the faceless photo says so, without a score
+    assert "noface" in cards[3].get_attribute("class")
+    assert cards[3].find_element(By.CSS_SELECTOR, ".verdict").text == "No face found"
+    assert not cards[3].find_element(By.CSS_SELECTOR, ".probabilities").is_displayed()
+    assert "no face found in 1" in browser.find_element(By.ID, "status").text
+
     toggle = cards[0].find_element(By.CSS_SELECTOR, ".gradcam-toggle")
     thumbnail = cards[0].find_element(By.TAG_NAME, "img")
     assert thumbnail.get_attribute("src").startswith("blob:")
     toggle.click()
     assert thumbnail.get_attribute("src").startswith("data:image/png;base64,") and toggle.text == "Show original"
-    browser.find_element(By.ID, "export-csv").click()
-    exported = _wait(lambda: [p for p in (tmp_path / "downloads").glob("*.csv")] if (tmp_path / "downloads").is_dir() else None)
-    rows = list(csv.DictReader(exported[0].open()))
-    assert [r["name"] for r in rows] == ["portrait.jpg", XSS_NAME]
     artefacts = Path(os.environ.get("DEFAX_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
     artefacts.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(artefacts / "web_page.png"))
     assert (artefacts / "web_page.png").stat().st_size > 10_000
+    browser.find_element(By.ID, "export-csv").click()
+    exported = _wait(lambda: [p for p in (tmp_path / "downloads").glob("*.csv")] if (tmp_path / "downloads").is_dir() else None)
+    rows = list(csv.DictReader(exported[0].open()))
+    assert [r["name"] for r in rows] == ["portrait.jpg", XSS_NAME, "group.jpg", "cup.jpg"]
+    assert [r["faces"] for r in rows] == ["", "", "2", "0"] and rows[3]["label"] == "no face"
 
 
 def test_the_page_shows_a_refused_upload(live_server, browser, tmp_path):

@@ -14,12 +14,20 @@ from pathlib import Path
 
 from defax_keras.cli.common import (
     MODEL_HELP,
+    face_arguments,
+    face_settings,
     model_argument,
 )
+from defax_keras.cli.common import fmt as number
 
 
 def format_results(results: list[dict], fmt: str) -> str:
-    """Prediction records as `table` (aligned columns), `csv` or `json` text."""
+    """Prediction records as `table` (aligned columns), `csv` or `json` text.
+
+    A record's `faces` is a list: JSON keeps it, CSV writes its count (empty when the
+    image was scored whole), the table adds a `faces` column and, for a photo with
+    several faces, one indented line per face.
+    """
     from defax_keras.inference import FIELDS
 
     if fmt == "json":
@@ -28,15 +36,26 @@ def format_results(results: list[dict], fmt: str) -> str:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(results)
+        writer.writerows({**r, "faces": len(r["faces"])} if "faces" in r else r for r in results)
         return buffer.getvalue()
+    return _table(results)
+
+
+def _table(results: list[dict]) -> str:
     width = max([len(r["path"]) for r in results] + [4])
-    lines = [f"{'path':<{width}}  {'label':<5}  {'p_real':>8}  {'p_fake':>8}"]
+    lines = [f"{'path':<{width}}  {'label':<7}  {'p_real':>8}  {'p_fake':>8}  {'faces':>5}"]
     for r in results:
         if "error" in r:
             lines.append(f"{r['path']:<{width}}  error: {r['error']}")
-        else:
-            lines.append(f"{r['path']:<{width}}  {r['label']:<5}  {r['p_real']:>8.4f}  {r['p_fake']:>8.4f}")
+            continue
+        faces = r.get("faces")
+        count = "-" if faces is None else str(len(faces))
+        note = f"  ({r['face_note']})" if r.get("face_note") else ""
+        lines.append(f"{r['path']:<{width}}  {r['label']:<7}  {number(r['p_real']):>8}  {number(r['p_fake']):>8}  {count:>5}{note}")
+        if faces and len(faces) > 1:
+            for position, face in enumerate(faces, 1):
+                box = ", ".join(f"{v:.0f}" for v in face["box"])
+                lines.append(f"  face {position}: box [{box}]  p_fake {face['p_fake']:.4f}  {face['label']}")
     return "\n".join(lines) + "\n"
 
 
@@ -48,7 +67,8 @@ def cmd_predict(args) -> int:
 
         return tqdm(total=total, unit="image", file=sys.stderr, disable=total <= 8 or None, leave=False)
 
-    result = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar)
+    faces = face_settings(args, args.model_path)
+    result = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar, faces=faces)
     results, ignored = result.records, result.skipped
     if args.verbose:
         for path in ignored:
@@ -64,13 +84,17 @@ def cmd_predict(args) -> int:
     failed = len(result.failed)
     if failed:
         print(f"{failed} of {len(results)} file(s) could not be read (see their error field)", file=sys.stderr)
+    no_face = len(result.no_face)
+    if no_face:
+        print(f"{no_face} of {len(results)} file(s) with no face found (label 'no face'; --no-face whole scores them whole)", file=sys.stderr)
     return 0
 
 
 def cmd_serve(args) -> int:
     from defax_keras.web.server import serve
 
-    serve(args.model_path, args.host, args.port, args.workers, batching=not args.no_batching, max_files=args.max_files)
+    faces = face_settings(args, args.model_path)
+    serve(args.model_path, args.host, args.port, args.workers, batching=not args.no_batching, max_files=args.max_files, faces=faces)
     return 0
 
 
@@ -78,8 +102,9 @@ def add_commands(commands) -> None:
     predict = commands.add_parser(
         "predict",
         help="verdicts for image files and folders",
-        description="Classify images with a .keras model, a preset directory, an exported SavedModel or an ONNX file. Results (path, label, p_real, "
-        "p_fake; error for unreadable files) go to stdout or --output; progress and logs go to stderr.",
+        description="Classify images with a .keras model, a preset directory, an exported SavedModel or an ONNX file. Photos are scored "
+        "face by face (--faces). Results (path, label, p_real, p_fake, faces; error for unreadable files) go to stdout or --output; "
+        "progress and logs go to stderr.",
     )
     model_argument(predict, f"{MODEL_HELP}, a SavedModel export (version folder or export base) or an .onnx file")
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (walked recursively)")
@@ -90,6 +115,7 @@ def add_commands(commands) -> None:
         "--threshold", type=float, help="P(fake) at or above which the label is 'fake' (default 0.5, or a preset's operating threshold)"
     )
     predict.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files and log detail")
+    face_arguments(predict)
     predict.set_defaults(func=cmd_predict)
 
     serve = commands.add_parser(
@@ -105,4 +131,5 @@ def add_commands(commands) -> None:
     serve.add_argument("--workers", type=int, default=8, help="request threads (default 8); the model runs on one batching thread")
     serve.add_argument("--max-files", type=int, default=64, help="files per request (default 64)")
     serve.add_argument("--no-batching", action="store_true", help="one model call per request (for comparison)")
+    face_arguments(serve)
     serve.set_defaults(func=cmd_serve)

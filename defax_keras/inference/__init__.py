@@ -2,12 +2,13 @@
 
     import defax_keras as dk
     detector = dk.load_predictor("runs/defax_nano-demo")   # or a preset, a SavedModel, an .onnx file
-    result = detector.predict(["photos/"])                 # records: path, label, p_real, p_fake (or error)
+    result = detector.predict(["photos/"])                 # records: path, label, p_real, p_fake, faces (or error)
     probabilities = detector.predict_pixels(pixels)        # [N, 2] from [N, S, S, 3] pixels in [0, 255]
 """
 
 from defax_keras.inference.predict import (
     FIELDS,
+    WHOLE_IMAGES,
     PredictionResult,
     predict,
     predict_files,
@@ -27,6 +28,7 @@ __all__ = [
     "PredictionResult",
     "Predictor",
     "SavedModelPredictor",
+    "WHOLE_IMAGES",
     "load_predictor",
     "predict",
     "predict_files",

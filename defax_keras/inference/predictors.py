@@ -51,8 +51,10 @@ class Predictor:
         """`[N]` P(fake) of `pixels`."""
         return np.asarray(self.predict_pixels(pixels))[:, 1]
 
-    def predict(self, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None):
+    def predict(self, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None):
         """A `PredictionResult` for every image under `inputs` (files and folders, walked recursively).
+
+        `faces`: `FaceSettings`, a mode name or None (the settings this model was trained with, else `auto`).
 
         Example:
             >>> import defax_keras as dk
@@ -62,7 +64,7 @@ class Predictor:
         """
         from defax_keras.inference.predict import predict_inputs
 
-        return predict_inputs(self, inputs, batch_size, threshold, progress_factory)
+        return predict_inputs(self, inputs, batch_size, threshold, progress_factory, faces)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} image_size={self.image_size}>"

@@ -3,8 +3,9 @@
 Uploads are data, never trusted: each file is checked by content (not by its
 name), refused before decoding when its header claims too many pixels, and
 kept in memory only (no temporary files); file names are escaped on the page
-and neutralised in CSV exports. Requests share the model through the
-micro-batcher.
+and neutralised in CSV exports. Photos are scored face by face (`FaceScorer`,
+`?faces=` picks the mode per request); every face's crop goes through the
+micro-batcher, so requests share the model.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from defax_keras import __version__
 from defax_keras.constants import CLASS_NAMES, IMAGE_EXTENSIONS
-from defax_keras.data.files import ImageFileError, decode_image_bytes
+from defax_keras.data.formats import inspect_bytes
+from defax_keras.faces.detector import FaceDetector
+from defax_keras.faces.scoring import FaceScorer
+from defax_keras.faces.settings import MODES, FaceSettings
+from defax_keras.inference.predict import photo_record, score_photos
 from defax_keras.web.batcher import DirectPredictor, MicroBatcher, bucket_sizes
 
 logger = logging.getLogger(__name__)
@@ -60,13 +65,36 @@ def neutralize_cell(value) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
+CSV_COLUMNS = ("name", "label", "p_real", "p_fake", "faces", "face_note", "error")
+
+
 def results_csv(results) -> str:
+    """The page's results as CSV; `faces` is written as a count (the page sends a count or the list)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["name", "label", "p_real", "p_fake", "error"])
+    writer.writerow(CSV_COLUMNS)
     for row in results:
-        writer.writerow([neutralize_cell(row.get(key)) for key in ("name", "label", "p_real", "p_fake", "error")])
+        faces = row.get("faces")
+        row = {**row, "faces": len(faces) if isinstance(faces, list) else faces}
+        writer.writerow([neutralize_cell(row.get(key)) for key in CSV_COLUMNS])
     return buffer.getvalue()
+
+
+def image_size_of(data: bytes) -> tuple[int, int]:
+    """`(width, height)` as the photo is shown (EXIF rotation applied), from its header: face boxes use these coordinates."""
+    info = inspect_bytes(data, MAX_PIXELS)
+    return (info.height, info.width) if info.orientation in (5, 6, 7, 8) else (info.width, info.height)
+
+
+def _gradcam_targets(results, scored, threshold: float) -> list[tuple]:
+    """`(json dict, model input, class)` for each thing the page explains: every face's aligned crop, or the whole image."""
+    targets = []
+    for record, (photo, _) in zip(results, scored):
+        if photo.faces:
+            targets += [(entry, face.pixels, int(face.p_fake >= threshold)) for entry, face in zip(record["faces"], photo.faces)]
+        elif photo.pixels is not None:
+            targets.append((record, photo.pixels, int(photo.p_fake >= threshold)))
+    return targets
 
 
 def _error(status: int, message: str):
@@ -77,19 +105,49 @@ def _error(status: int, message: str):
 
 class DetectorService:
     """The model behind the app (a `defax_keras.inference.Predictor`): loaded once, warmed up, predictions
-    through the batcher, labels at the predictor's operating threshold (a preset's own, else 0.5)."""
+    through the batcher, labels at the predictor's operating threshold (a preset's own, else 0.5).
 
-    def __init__(self, predictor, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005):
+    `faces`: the face settings requests get by default (the model's `faces.json`, else auto); one
+    face detector, built and warmed up with the model, serves every request.
+    """
+
+    def __init__(self, predictor, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005, faces: FaceSettings | None = None):
         self.predictor = predictor
         self.image_size = predictor.image_size
         self.name = predictor.name
         self.threshold = float(getattr(predictor, "threshold", 0.5))
+        self.max_batch = max_batch
+        if faces is None:
+            faces = FaceSettings.for_model(predictor.path) if predictor.path is not None else FaceSettings()
+        self.faces = faces
         run = predictor.predict_pixels
         for size in bucket_sizes(max_batch):  # trace every batch shape before the port opens
             run(np.zeros((size, self.image_size, self.image_size, 3), np.float32))
         self.runner = MicroBatcher(run, max_batch, max_wait) if batching else DirectPredictor(run, max_batch)
+        self.detector = FaceDetector.from_settings(faces)
+        if faces.detects:  # build MTCNN's graphs now, not on the first upload
+            self.detector.detect(np.zeros((120, 160, 3), np.uint8))
         self._explain_lock = threading.Lock()
         self._explainer = None
+
+    def probabilities(self, pixels) -> np.ndarray:
+        """`[N, 2]` probabilities of model inputs, through the batcher (shared with other requests)."""
+        return np.stack(self.runner.predict_many(list(pixels)))
+
+    def p_fake(self, pixels) -> np.ndarray:
+        return self.probabilities(pixels)[:, 1]
+
+    def settings_for(self, mode: str | None) -> FaceSettings:
+        """The server's face settings, with a request's `faces` mode if it names one."""
+        return self.faces.replace(mode=mode or None)
+
+    def score(self, uploads: list[bytes], settings: FaceSettings, keep_pixels: bool = False) -> list[tuple]:
+        """`(PhotoScore, p_real)` per upload, checked by content as the page promises (formats, pixel limit)."""
+        scorer = FaceScorer(
+            self.p_fake, self.image_size, settings, detector=self.detector, batch_size=self.max_batch,
+            keep_pixels=keep_pixels, max_pixels=MAX_PIXELS, formats=ACCEPTED_FORMATS,
+        )
+        return score_photos(scorer, self.probabilities, uploads)
 
     @property
     def can_explain(self) -> bool:
@@ -127,6 +185,7 @@ class DetectorService:
 
     def close(self) -> None:
         self.runner.close()
+        self.detector.close()
 
 
 def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request_bytes: int = MAX_REQUEST_BYTES) -> Flask:
@@ -175,6 +234,8 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
                 "max_files": max_files,
                 "max_request_bytes": max_request_bytes,
                 "formats": list(ACCEPTED_EXTENSIONS),
+                "faces": service.faces.to_dict(),
+                "face_modes": list(MODES),
             }
         )
 
@@ -185,36 +246,41 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
             return _error(400, f"unknown explain={explain!r}; the only explanation is gradcam")
         if explain == "gradcam" and not service.can_explain:
             return _error(400, "this model cannot show Grad-CAM (it is a SavedModel, or has no spatial feature map)")
+        faces = request.args.get("faces")
+        if faces not in (None, "") and faces not in MODES:
+            return _error(400, f"unknown faces={faces!r}; one of {', '.join(MODES)}")
         files = request.files.getlist("files")
         if not files:
             return _error(400, "no files: send images as multipart form field 'files'")
         if len(files) > max_files:
             return _error(413, f"too many files: {len(files)} sent, at most {max_files} per request")
-        results, images, indices = [], [], []
+        names, uploads = [], []
         for upload in files:
-            name = upload.filename or "unnamed"
+            names.append(upload.filename or "unnamed")
             try:
-                images.append(decode_image_bytes(upload.read(), service.image_size, ACCEPTED_FORMATS, MAX_PIXELS))
-                indices.append(len(results))
-                results.append({"name": name})
-            except ImageFileError as exc:
-                results.append({"name": name, "error": str(exc)})
+                uploads.append(upload.read())
             finally:
                 upload.close()
-        if images:
-            probabilities = service.runner.predict_many(images)
-            for index, (p_real, p_fake) in zip(indices, probabilities):
-                label = CLASS_NAMES[int(p_fake >= service.threshold)]
-                results[index].update(label=label, p_real=round(float(p_real), 6), p_fake=round(float(p_fake), 6))
-            if explain == "gradcam":
-                classes = [int(results[i]["p_fake"] >= service.threshold) for i in indices]
-                for index, (url, blank) in zip(indices, service.gradcam_overlays(images, classes)):
-                    results[index]["gradcam"] = url
-                    results[index]["gradcam_blank"] = blank
+        scored = service.score(uploads, service.settings_for(faces), keep_pixels=explain == "gradcam")
+        results = []
+        for name, data, (photo, p_real) in zip(names, uploads, scored):
+            record = {"name": name, **photo_record(photo, p_real, service.threshold)}
+            if photo.error is None:
+                record.setdefault("faces", [])
+                record["scored"] = photo.scored
+                record["width"], record["height"] = image_size_of(data)
+            results.append(record)
+        if explain == "gradcam":
+            explained = _gradcam_targets(results, scored, service.threshold)
+            if explained:
+                overlays = service.gradcam_overlays([pixels for _, pixels, _ in explained], [cls for _, _, cls in explained])
+                for (target, _, _), (url, blank) in zip(explained, overlays):
+                    target["gradcam"] = url
+                    target["gradcam_blank"] = blank
                     if blank:
                         from defax_keras.explain.figures import blank_notice
 
-                        results[index]["gradcam_note"] = blank_notice(results[index]["label"])
+                        target["gradcam_note"] = blank_notice(target["label"])
         return jsonify({"results": results})
 
     @app.post("/api/export.csv")

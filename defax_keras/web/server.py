@@ -9,15 +9,21 @@ from defax_keras.errors import DefaxError
 logger = logging.getLogger(__name__)
 
 
-def build_service(model_path, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005):
+def build_service(model_path, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005, faces=None):
+    """The loaded, warmed-up model; `faces` (FaceSettings) defaults to the model's own (`faces.json`), else auto."""
+    from defax_keras.faces.settings import FaceSettings
     from defax_keras.inference import load_predictor
     from defax_keras.web.app import DetectorService
 
-    return DetectorService(load_predictor(model_path), batching=batching, max_batch=max_batch, max_wait=max_wait)
+    faces = faces if faces is not None else FaceSettings.for_model(model_path)
+    return DetectorService(load_predictor(model_path), batching=batching, max_batch=max_batch, max_wait=max_wait, faces=faces)
 
 
-def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 8, batching: bool = True, max_files: int = 64, announce=print) -> None:
-    """Serve until interrupted. `workers` is waitress's request threads; the model has one batching thread."""
+def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 8, batching: bool = True, max_files: int = 64, announce=print, faces=None) -> None:
+    """Serve until interrupted. `workers` is waitress's request threads; the model has one batching thread.
+
+    `faces`: the `FaceSettings` requests get unless they ask for another mode (`?faces=`).
+    """
     import waitress
 
     from defax_keras.web.app import create_app
@@ -26,9 +32,11 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 
         raise DefaxError(f"--port must be between 1 and 65535, got {port}")
     if workers < 1:
         raise DefaxError(f"--workers must be positive, got {workers}")
-    service = build_service(model_path, batching=batching)
+    service = build_service(model_path, batching=batching, faces=faces)
     app = create_app(service, max_files=max_files)
-    announce(f"Serving {service.name} on http://{host}:{port}/ ({workers} threads{', micro-batching' if batching else ''}); Ctrl+C stops")
+    announce(
+        f"Serving {service.name} on http://{host}:{port}/ ({workers} threads{', micro-batching' if batching else ''}, faces {service.faces.mode}); Ctrl+C stops"
+    )
     try:
         waitress.serve(app, host=host, port=port, threads=workers, ident="defax", max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1024 * 1024)
     except OSError as exc:

@@ -1,6 +1,6 @@
 "use strict";
-// DeFaX page: uploads images to /api/predict and shows one card per image.
-// File names are data: they are only ever written with textContent.
+// DeFaX page: uploads images to /api/predict and shows one card per image, with a box and a
+// verdict chip over every face found. File names are data: they are only ever written with textContent.
 
 const state = { results: [], info: null, nextId: 0 };
 const $ = (id) => document.getElementById(id);
@@ -22,6 +22,10 @@ async function loadInfo() {
     const mb = Math.round(state.info.max_request_bytes / (1024 * 1024));
     $("model-info").textContent = `Model ${state.info.model} · ${state.info.image_size}px · DeFaX-Keras ${state.info.version}`;
     $("limits").textContent = `${state.info.formats.join(" ")} · up to ${state.info.max_files} files and ${mb} MB per upload`;
+    const faces = state.info.faces;
+    if (faces) {
+      $("faces-mode").options[0].textContent = `server default (${faces.mode}; a photo's verdict is its faces' ${faces.aggregate})`;
+    }
     if (!state.info.explain.includes("gradcam")) {
       $("explain-toggle").disabled = true;
       $("explain-toggle").parentElement.title = "This model cannot show Grad-CAM";
@@ -49,10 +53,13 @@ async function upload(fileList) {
   }
   const form = new FormData();
   files.forEach((file) => form.append("files", file, file.name));
-  const explain = $("explain-toggle").checked ? "?explain=gradcam" : "";
+  const query = new URLSearchParams();
+  if ($("explain-toggle").checked) query.set("explain", "gradcam");
+  if ($("faces-mode").value) query.set("faces", $("faces-mode").value);
   setStatus(`Analysing ${files.length} image${files.length > 1 ? "s" : ""}…`);
   try {
-    const response = await fetch(`/api/predict${explain}`, { method: "POST", body: form });
+    const search = query.toString();
+    const response = await fetch(`/api/predict${search ? `?${search}` : ""}`, { method: "POST", body: form });
     let payload;
     try {
       payload = await response.json();
@@ -68,7 +75,9 @@ async function upload(fileList) {
       state.results.push({ ...result, id: state.nextId++, thumbnail: URL.createObjectURL(files[index]) });
     });
     const failed = payload.results.filter((r) => r.error).length;
-    setStatus(`${payload.results.length} image${payload.results.length > 1 ? "s" : ""} analysed${failed ? `, ${failed} could not be read` : ""}.`);
+    const faceless = payload.results.filter((r) => r.label === "no face").length;
+    const notes = [failed ? `${failed} could not be read` : "", faceless ? `no face found in ${faceless}` : ""].filter(Boolean);
+    setStatus(`${payload.results.length} image${payload.results.length > 1 ? "s" : ""} analysed${notes.length ? `, ${notes.join(", ")}` : ""}.`);
     render();
   } catch (error) {
     showError(`Upload failed: ${error.message}`);
@@ -84,17 +93,67 @@ function visibleResults() {
     return r.label === filter;
   });
   const sort = $("sort").value;
-  const pFake = (r) => (r.error ? -1 : r.p_fake);
+  const pFake = (r) => (r.error || r.p_fake === null ? -1 : r.p_fake);
   if (sort === "fake-desc") rows = rows.slice().sort((a, b) => pFake(b) - pFake(a));
   if (sort === "fake-asc") rows = rows.slice().sort((a, b) => pFake(a) - pFake(b));
   if (sort === "name") rows = rows.slice().sort((a, b) => a.name.localeCompare(b.name));
   return rows;
 }
 
+const percent = (p) => `${(100 * p).toFixed(1)}%`;
+const title = (label) => (label === "fake" ? "Fake" : "Real");
+
+// The frame takes the photo's shape, so boxes in percent of width and height land on the faces.
+function shapeFrame(frame, result) {
+  if (!result.width || !result.height) return;
+  frame.style.aspectRatio = `${result.width} / ${result.height}`;
+  frame.style.width = result.width >= result.height ? "100%" : `${(100 * result.width) / result.height}%`;
+}
+
+function faceBox(face, index, result) {
+  const [x1, y1, x2, y2] = face.box;
+  const box = document.createElement("div");
+  box.className = `face-box ${face.label}`;
+  box.style.left = `${(100 * Math.max(x1, 0)) / result.width}%`;
+  box.style.top = `${(100 * Math.max(y1, 0)) / result.height}%`;
+  box.style.width = `${(100 * (Math.min(x2, result.width) - Math.max(x1, 0))) / result.width}%`;
+  box.style.height = `${(100 * (Math.min(y2, result.height) - Math.max(y1, 0))) / result.height}%`;
+  if (y1 / result.height < 0.08) box.classList.add("chip-below");
+  const chip = document.createElement("span");
+  chip.className = "chip";
+  chip.textContent = `${index + 1} · ${face.label} ${percent(face.p_fake)}`;
+  chip.title = `Face ${index + 1}: P(fake) = ${face.p_fake.toFixed(4)}, detector confidence ${face.confidence.toFixed(3)}`;
+  box.appendChild(chip);
+  return box;
+}
+
+function faceItem(face, index) {
+  const item = $("face-template").content.firstElementChild.cloneNode(true);
+  const text = item.querySelector(".face-text");
+  const verdict = document.createElement("span");
+  verdict.className = face.label;
+  verdict.textContent = title(face.label);
+  text.append(`Face ${index + 1} · `, verdict, ` · P(fake) ${percent(face.p_fake)}`);
+  if (face.gradcam) {
+    const image = item.querySelector(".face-gradcam");
+    image.src = face.gradcam;
+    image.alt = `Grad-CAM of face ${index + 1}`;
+    image.title = "Grad-CAM of the aligned face crop the model saw";
+    image.hidden = false;
+    if (face.gradcam_blank) {
+      const note = item.querySelector(".face-gradcam-note");
+      note.textContent = `Grad-CAM is blank: ${face.gradcam_note || "the map is all zero"}.`;
+      note.hidden = false;
+    }
+  }
+  return item;
+}
+
 function card(result) {
   const node = $("card-template").content.firstElementChild.cloneNode(true);
   node.dataset.id = String(result.id);
   node.querySelector(".name").textContent = result.name;
+  const frame = node.querySelector(".frame");
   const image = node.querySelector("img");
   image.src = result.thumbnail;
   image.alt = result.name;
@@ -104,14 +163,37 @@ function card(result) {
     node.querySelector(".probabilities").hidden = true;
     return node;
   }
+  shapeFrame(frame, result);
+  const faces = result.faces || [];
+  faces.forEach((face, index) => frame.appendChild(faceBox(face, index, result)));
+  const faceNote = node.querySelector(".face-note");
+  if (result.label === "no face") {
+    node.classList.add("noface");
+    node.querySelector(".verdict").textContent = "No face found";
+    node.querySelector(".probabilities").hidden = true;
+    faceNote.textContent = "Nothing was scored: the model judges faces. Try Faces: off to score the whole image.";
+    faceNote.hidden = false;
+    return node;
+  }
   node.classList.add(result.label);
   const confidence = Math.max(result.p_real, result.p_fake);
-  node.querySelector(".verdict").textContent = `${result.label === "fake" ? "Fake" : "Real"} · ${(100 * confidence).toFixed(1)}% confident`;
-  node.querySelector(".p-real").textContent = `real ${(100 * result.p_real).toFixed(1)}%`;
-  node.querySelector(".p-fake").textContent = `fake ${(100 * result.p_fake).toFixed(1)}%`;
+  node.querySelector(".verdict").textContent = `${title(result.label)} · ${percent(confidence)} confident`;
+  node.querySelector(".p-real").textContent = `real ${percent(result.p_real)}`;
+  node.querySelector(".p-fake").textContent = `fake ${percent(result.p_fake)}`;
   const meter = node.querySelector(".confidence");
   meter.value = result.p_fake;
   meter.title = `P(fake) = ${result.p_fake.toFixed(4)}`;
+  if (faces.length) {
+    const how = state.info && state.info.faces && state.info.faces.aggregate === "mean" ? "the mean of its faces" : "its most suspicious face";
+    faceNote.textContent = faces.length > 1 ? `${faces.length} faces; the photo's verdict is ${how}.` : "1 face.";
+    faceNote.hidden = false;
+    const list = node.querySelector(".face-list");
+    list.replaceChildren(...faces.map(faceItem));
+    list.hidden = false;
+  } else if (result.face_note) {
+    faceNote.textContent = `${result.face_note[0].toUpperCase()}${result.face_note.slice(1)}.`;
+    faceNote.hidden = false;
+  }
   if (result.gradcam) {
     const toggle = node.querySelector(".gradcam-toggle");
     toggle.hidden = false;
@@ -124,6 +206,7 @@ function card(result) {
       const showing = image.dataset.view === "gradcam";
       image.src = showing ? result.thumbnail : result.gradcam;
       image.dataset.view = showing ? "original" : "gradcam";
+      frame.classList.toggle("showing-gradcam", !showing);
       toggle.textContent = showing ? "Show Grad-CAM" : "Show original";
       note.hidden = showing || !result.gradcam_blank;
     });
@@ -137,8 +220,14 @@ function render() {
   $("controls").hidden = state.results.length === 0;
 }
 
+// What the exports carry: the verdicts and each face's box and score (not the Grad-CAM images).
 function exportable() {
-  return state.results.map(({ name, label, p_real, p_fake, error }) => (error ? { name, error } : { name, label, p_real, p_fake }));
+  return state.results.map(({ name, label, p_real, p_fake, faces, face_note, scored, error }) => {
+    if (error) return { name, error };
+    const row = { name, label, p_real, p_fake };
+    if (scored !== "whole") row.faces = (faces || []).map(({ gradcam, gradcam_blank, gradcam_note, ...face }) => face);
+    return face_note ? { ...row, face_note } : row;
+  });
 }
 
 function download(blob, filename) {
