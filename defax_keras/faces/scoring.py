@@ -74,6 +74,8 @@ class PhotoScore:
     scored: str = ""
     error: str | None = None
     pixels: np.ndarray | None = None
+    p_real: float | None = None
+    """The model's own P(real) when the photo was scored whole by a model giving both probabilities."""
 
     def record(self, threshold: float) -> dict:
         """The fields `predict` reports: `label`, `p_real`, `p_fake`, then `faces` (and `face_note`), or `error`."""
@@ -81,7 +83,8 @@ class PhotoScore:
             return {"error": self.error}
         if self.p_fake is None:
             return {"label": NO_FACE, "p_real": None, "p_fake": None, "faces": []}
-        record = {"label": CLASS_NAMES[int(self.p_fake >= threshold)], "p_real": round(1.0 - self.p_fake, 6), "p_fake": round(self.p_fake, 6)}
+        p_real = self.p_real if self.p_real is not None else 1.0 - self.p_fake
+        record = {"label": CLASS_NAMES[int(self.p_fake >= threshold)], "p_real": round(p_real, 6), "p_fake": round(self.p_fake, 6)}
         if self.scored != "whole":
             record["faces"] = [face.to_json(threshold) for face in self.faces]
         if self.scored == "whole-no-face":
@@ -93,7 +96,8 @@ class FaceScorer:
     """Scores photos through their faces with any `p_fake(pixels [N, S, S, 3]) -> [N]` function.
 
     Args:
-        p_fake: the model, as a function of float32 pixel batches in [0, 255].
+        p_fake: the model, as a function of float32 pixel batches in [0, 255]: `[N]` P(fake),
+            or `[N, 2]` `[P(real), P(fake)]` rows (a photo scored whole then keeps the model's own P(real)).
         image_size: the side `S` the model takes.
         settings: a `FaceSettings` (mode, alignment, aggregation...).
         detector: a `FaceDetector` to share; by default one is made from `settings` on first need.
@@ -119,13 +123,35 @@ class FaceScorer:
         return self._detector
 
     def score(self, sources, progress=None) -> list[PhotoScore]:
-        """A `PhotoScore` per source (a path or encoded bytes), in order; `progress(n)` counts finished photos."""
-        results = []
-        for start in range(0, len(sources), self.batch_size):
-            chunk = sources[start : start + self.batch_size]
-            results.extend(self.complete([self.prepare(source) for source in chunk]))
+        """A `PhotoScore` per source (a path or encoded bytes), in order; `progress(n)` counts finished photos.
+
+        Model inputs are gathered across photos into batches of `batch_size`,
+        so whole images are batched exactly as whole-image prediction batches them.
+        """
+        results: list = [None] * len(sources)
+        waiting, count = [], 0
+
+        def flush():
+            for (index, _), result in zip(waiting, self.complete([prepared for _, prepared in waiting])):
+                results[index] = result
             if progress:
-                progress(len(chunk))
+                progress(len(waiting))
+            waiting.clear()
+
+        for index, source in enumerate(sources):
+            result, inputs = self.prepare(source)
+            if not inputs:  # an error or no face: finished now
+                results[index] = result
+                if progress:
+                    progress(1)
+                continue
+            waiting.append((index, (result, inputs)))
+            count += len(inputs)
+            if count >= self.batch_size:
+                flush()
+                count = 0
+        if waiting:
+            flush()
         return results
 
     def prepare(self, source) -> tuple[PhotoScore, list[np.ndarray]]:
@@ -187,10 +213,10 @@ class FaceScorer:
     def complete(self, prepared) -> list[PhotoScore]:
         """Score the inputs of `prepare`d photos in batches and fill in their results."""
         inputs = [pixels for _, batch in prepared for pixels in batch]
-        scores = self._predict(inputs)
+        p_fake, p_real = self._predict(inputs)
         position = 0
         for result, batch in prepared:
-            values = scores[position : position + len(batch)]
+            values = p_fake[position : position + len(batch)]
             position += len(batch)
             if not batch:
                 continue
@@ -200,14 +226,19 @@ class FaceScorer:
                     face.pixels = pixels if self.keep_pixels else None
             else:
                 result.pixels = batch[0] if self.keep_pixels else None
+                result.p_real = None if p_real is None else float(p_real[position - 1])
             result.p_fake = aggregate(values, self.settings.aggregate)
         return [result for result, _ in prepared]
 
-    def _predict(self, inputs) -> np.ndarray:
+    def _predict(self, inputs):
+        """P(fake) per input, and P(real) when the model function gives `[N, 2]` probabilities (else None)."""
         if not inputs:
-            return np.zeros((0,), np.float64)
-        parts = [np.asarray(self.p_fake(np.stack(inputs[i : i + self.batch_size])), np.float64).reshape(-1) for i in range(0, len(inputs), self.batch_size)]
-        return np.concatenate(parts)
+            return np.zeros((0,), np.float64), None
+        parts = [np.asarray(self.p_fake(np.stack(inputs[i : i + self.batch_size])), np.float64) for i in range(0, len(inputs), self.batch_size)]
+        rows = np.concatenate(parts)
+        if rows.ndim == 2 and rows.shape[1] == 2:
+            return rows[:, 1], rows[:, 0]
+        return rows.reshape(-1), None
 
 
 def _model_input(crop: np.ndarray, image_size: int) -> np.ndarray:

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from defax_keras.data.files import collect_image_files
 from defax_keras.errors import DefaxError
 from defax_keras.faces.detector import FaceDetector
-from defax_keras.faces.scoring import NO_FACE, FaceScorer, aggregate
+from defax_keras.faces.scoring import NO_FACE, FaceScorer
 from defax_keras.faces.settings import FaceSettings
 from defax_keras.inference.predictors import load_predictor
 
@@ -85,64 +83,6 @@ def face_settings_for(faces, model_path=None) -> FaceSettings:
     raise DefaxError(f"faces= takes FaceSettings, a mode name or None, got {type(faces).__name__}")
 
 
-def score_photos(scorer: FaceScorer, predict_pixels, sources, progress=None) -> list[tuple]:
-    """`(PhotoScore, p_real)` per source, in order: `FaceScorer.score` with the model's own `[P(real), P(fake)]` rows.
-
-    Why not `scorer.score`: a whole image keeps the P(real) the model gave
-    (softmax P(real) and 1 - P(fake) can differ in the sixth decimal), and
-    model inputs are batched across files exactly as whole-image prediction
-    always did, so `faces="off"` repeats the old numbers bit for bit. `p_real`
-    is None for photos scored through faces (their P(real) is 1 - P(fake)).
-    `progress(n)` is told how many photos each step finished.
-    """
-    results: list = [None] * len(sources)
-    waiting, inputs = [], []  # photos whose inputs are not scored yet; their inputs, in order
-
-    def flush():
-        rows = np.asarray(predict_pixels(np.stack(inputs)), np.float64).reshape(len(inputs), 2)
-        position = 0
-        for index, photo, count in waiting:
-            mine = rows[position : position + count]
-            position += count
-            if photo.faces:
-                for face, row, pixels in zip(photo.faces, mine, inputs[position - count : position]):
-                    face.p_fake = float(row[1])
-                    face.pixels = pixels if scorer.keep_pixels else None
-                p_real = None
-            else:
-                photo.pixels = inputs[position - 1] if scorer.keep_pixels else None
-                p_real = float(mine[0, 0])
-            photo.p_fake = aggregate(mine[:, 1], scorer.settings.aggregate)
-            results[index] = (photo, p_real)
-        if progress:
-            progress(len(waiting))
-        waiting.clear()
-        inputs.clear()
-
-    for index, source in enumerate(sources):
-        photo, pixels = scorer.prepare(source)
-        if not pixels:  # an error or no face: finished now
-            results[index] = (photo, None)
-            if progress:
-                progress(1)
-            continue
-        waiting.append((index, photo, len(pixels)))
-        inputs.extend(pixels)
-        if len(inputs) >= scorer.batch_size:
-            flush()
-    if inputs:
-        flush()
-    return results
-
-
-def photo_record(photo, p_real, threshold: float) -> dict:
-    """A `PhotoScore`'s record, with the model's own P(real) for a whole image."""
-    record = photo.record(threshold)
-    if p_real is not None and "p_real" in record:
-        record["p_real"] = round(p_real, 6)
-    return record
-
-
 def predict_files(predictor, files, batch_size: int = 32, threshold: float = 0.5, progress=None, faces: FaceSettings = WHOLE_IMAGES, detector=None) -> list[dict]:
     """One record per file, in order; `progress(n)` is told how many files each step finished.
 
@@ -154,13 +94,14 @@ def predict_files(predictor, files, batch_size: int = 32, threshold: float = 0.5
     own_detector = detector is None and settings.detects
     if own_detector:
         detector = FaceDetector.from_settings(settings)
-    scorer = FaceScorer(predictor.p_fake, predictor.image_size, settings, detector=detector, batch_size=batch_size)
+    # [P(real), P(fake)] rows: a whole image keeps the model's own P(real), so `off` repeats the old numbers.
+    scorer = FaceScorer(predictor.predict_pixels, predictor.image_size, settings, detector=detector, batch_size=batch_size)
     try:
-        scored = score_photos(scorer, predictor.predict_pixels, list(files), progress)
+        scored = scorer.score(list(files), progress)
     finally:
         if own_detector:
             detector.close()  # a worker process under JAX or PyTorch
-    return [{"path": path, **photo_record(photo, p_real, threshold)} for path, (photo, p_real) in zip(files, scored)]
+    return [{"path": path, **photo.record(threshold)} for path, photo in zip(files, scored)]
 
 
 def predict_inputs(predictor, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None) -> PredictionResult:

@@ -27,7 +27,6 @@ from defax_keras.data.formats import inspect_bytes
 from defax_keras.faces.detector import FaceDetector
 from defax_keras.faces.scoring import FaceScorer
 from defax_keras.faces.settings import MODES, FaceSettings
-from defax_keras.inference.predict import photo_record, score_photos
 from defax_keras.web.batcher import DirectPredictor, MicroBatcher, bucket_sizes
 
 logger = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ def image_size_of(data: bytes) -> tuple[int, int]:
 def _gradcam_targets(results, scored, threshold: float) -> list[tuple]:
     """`(json dict, model input, class)` for each thing the page explains: every face's aligned crop, or the whole image."""
     targets = []
-    for record, (photo, _) in zip(results, scored):
+    for record, photo in zip(results, scored):
         if photo.faces:
             targets += [(entry, face.pixels, int(face.p_fake >= threshold)) for entry, face in zip(record["faces"], photo.faces)]
         elif photo.pixels is not None:
@@ -134,20 +133,17 @@ class DetectorService:
         """`[N, 2]` probabilities of model inputs, through the batcher (shared with other requests)."""
         return np.stack(self.runner.predict_many(list(pixels)))
 
-    def p_fake(self, pixels) -> np.ndarray:
-        return self.probabilities(pixels)[:, 1]
-
     def settings_for(self, mode: str | None) -> FaceSettings:
         """The server's face settings, with a request's `faces` mode if it names one."""
         return self.faces.replace(mode=mode or None)
 
-    def score(self, uploads: list[bytes], settings: FaceSettings, keep_pixels: bool = False) -> list[tuple]:
-        """`(PhotoScore, p_real)` per upload, checked by content as the page promises (formats, pixel limit)."""
+    def score(self, uploads: list[bytes], settings: FaceSettings, keep_pixels: bool = False) -> list:
+        """A `PhotoScore` per upload, checked by content as the page promises (formats, pixel limit)."""
         scorer = FaceScorer(
-            self.p_fake, self.image_size, settings, detector=self.detector, batch_size=self.max_batch,
+            self.probabilities, self.image_size, settings, detector=self.detector, batch_size=self.max_batch,
             keep_pixels=keep_pixels, max_pixels=MAX_PIXELS, formats=ACCEPTED_FORMATS,
         )
-        return score_photos(scorer, self.probabilities, uploads)
+        return scorer.score(uploads)
 
     @property
     def can_explain(self) -> bool:
@@ -263,8 +259,8 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
                 upload.close()
         scored = service.score(uploads, service.settings_for(faces), keep_pixels=explain == "gradcam")
         results = []
-        for name, data, (photo, p_real) in zip(names, uploads, scored):
-            record = {"name": name, **photo_record(photo, p_real, service.threshold)}
+        for name, data, photo in zip(names, uploads, scored):
+            record = {"name": name, **photo.record(service.threshold)}
             if photo.error is None:
                 record.setdefault("faces", [])
                 record["scored"] = photo.scored
