@@ -145,18 +145,21 @@ def test_a_dataset_without_splits_is_scored_whole_or_by_the_runs_manifest(saved_
     from helpers import make_split_dataset
 
     from defax_keras.data.sources import load_source
+    from defax_keras.faces import FaceSettings
 
+    # 40x30 patterns, not face crops: `auto` would look for faces in them; this test is about splits.
+    whole_images = FaceSettings(mode="off")
     flat = make_split_dataset(tmp_path / "flat", splits=("",), per_class=10)
-    whole = evaluate(saved_model, str(flat), bootstrap=0, run_dir=tmp_path / "no-run-here")
+    whole = evaluate(saved_model, str(flat), bootstrap=0, run_dir=tmp_path / "no-run-here", faces=whole_images)
     assert whole.split == "all" and whole.count == 20 and whole.validation_threshold is None
     assert "no split information" in whole.split_description
     with pytest.raises(DefaxError, match="no split information"):
-        evaluate(saved_model, str(flat), split="test", bootstrap=0, run_dir=tmp_path / "no-run-here")
+        evaluate(saved_model, str(flat), split="test", bootstrap=0, run_dir=tmp_path / "no-run-here", faces=whole_images)
     # A training run over the same folder saved its 70/20/10 split: then its test split is scored.
     run_dir = tmp_path / "run"
     trained_on = load_source(str(flat), manifest_dir=run_dir)
     held_out = {s.path for s in trained_on.split("test")}
-    by_manifest = evaluate(saved_model, str(flat), bootstrap=0, run_dir=run_dir)
+    by_manifest = evaluate(saved_model, str(flat), bootstrap=0, run_dir=run_dir, faces=whole_images)
     assert by_manifest.split == "test" and {s.path for s in by_manifest.samples} == held_out
     assert "training run's manifest" in by_manifest.split_description and 0 < by_manifest.count < 20
 
