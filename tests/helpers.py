@@ -158,3 +158,30 @@ def demo_test_images(root, per_class: int, size: int):
     test = Path(root) / "real_vs_fake" / "real-vs-fake" / "test"
     paths = [p for cls in ("real", "fake") for p in sorted((test / cls).iterdir())[:per_class]]
     return paths, np.stack([load_image(p, size) for p in paths])
+
+
+def face_photo_folder(root):
+    """A labelled folder of photos for face scoring, as JPEGs, and each photo's expected face boxes.
+
+    real/: `two.jpg` (two faces), `hopper.jpg` (one, tilted); fake/: `astronaut.jpg` (one face),
+    `crop.png` (a 128 px square: an aligned crop under `auto`), `empty.jpg` (no face).
+    """
+    from photos import background, composite, face_patch, two_faces
+
+    root = Path(root)
+    for cls in ("real", "fake"):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+    photos = {
+        "real/two.jpg": two_faces(),
+        "real/hopper.jpg": composite([("grace_hopper", 300, 250, 140, 10)], size=(640, 480), seed=1),
+        "fake/astronaut.jpg": composite([("astronaut", 400, 300, 160, 0)], size=(800, 600), seed=2),
+        "fake/empty.jpg": (background(640, 480, seed=3), []),
+    }
+    boxes = {}
+    for name, (pixels, expected) in photos.items():
+        Image.fromarray(pixels).save(root / name, quality=92)
+        boxes[str(root / name)] = expected
+    patch, _ = face_patch("astronaut")
+    Image.fromarray(patch).resize((128, 128), Image.LANCZOS).save(root / "fake" / "crop.png")
+    boxes[str(root / "fake" / "crop.png")] = []
+    return root, boxes

@@ -313,3 +313,103 @@ def test_normalize_maps_matches_tf_keras_vis():
 
     maps = np.random.default_rng(0).normal(size=(3, 5, 5)).astype("float32")
     np.testing.assert_allclose(normalize_maps(maps), normalize(maps), atol=1e-7)
+
+
+# --------------------------------------------------------------------------- faces
+
+
+@pytest.fixture(scope="module")
+def face_model(tmp_path_factory):
+    """An untrained simple_cnn_nano, saved: explaining faces needs a model, not a good one."""
+    keras.utils.set_random_seed(3)
+    path = tmp_path_factory.mktemp("face_model") / "simple_cnn_nano.keras"
+    build_model("simple_cnn_nano").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def face_photos(tmp_path_factory):
+    from helpers import face_photo_folder
+
+    return face_photo_folder(tmp_path_factory.mktemp("explain_faces") / "photos")
+
+
+def test_each_face_of_a_photo_is_explained_on_its_aligned_crop(face_model, face_photos, tmp_path):
+    from photos import iou
+    from PIL import Image
+
+    from defax_keras.data.pipeline import eval_pixels
+    from defax_keras.explain.explain import explain, write_explanations
+    from defax_keras.faces import FaceDetector, align_face
+
+    root, boxes = face_photos
+    two = root / "real" / "two.jpg"
+    result = explain(face_model, [str(two)], methods=["gradcam"])
+    assert [r["folder"] for r in result.records] == ["000_two_face0", "001_two_face1"]
+    assert [r["face"] for r in result.records] == [0, 1] and all(r["path"] == str(two) for r in result.records)
+    for record in result.records:
+        assert max(iou(record["box"], box) for box in boxes[str(two)]) > 0.5
+        assert set(record["landmarks"]) == {"left_eye", "right_eye", "nose", "mouth_left", "mouth_right"}
+    # The maps are of the aligned crops the model scores, computed here without the face scorer.
+    image = np.asarray(Image.open(two).convert("RGB"))
+    found = FaceDetector().detect(image)
+    crops = np.stack([np.asarray(eval_pixels(align_face(image, face, 256, "ffhq"), 112)) for face in found])
+    np.testing.assert_allclose(result.pixels, crops, atol=1e-4)
+    model = keras.saving.load_model(face_model)
+    expected = model.predict(crops, verbose=0)[:, 1]
+    np.testing.assert_allclose([r["p_fake"] for r in result.records], expected, atol=1e-5)
+    assert result.heat_maps["gradcam-local"].shape == (2, 112, 112)
+
+    output = write_explanations(result, tmp_path / "out")
+    summary = json.loads((output / "summary.json").read_text())
+    for record in summary["images"]:
+        assert (output / record["files"]["gradcam-local"]).is_file() and record["box"] and record["face"] in (0, 1)
+    photo = summary["faces"]["photos"][0]
+    assert photo["path"] == str(two) and [f["folder"] for f in photo["faces"]] == ["000_two_face0", "001_two_face1"]
+    assert photo["p_fake"] == pytest.approx(max(expected), abs=1e-5) and (output / photo["figure"]).stat().st_size > 10_000
+    assert summary["faces"]["no_face"] == [] and summary["faces"]["settings"]["mode"] == "auto"
+    assert (output / "grid.png").is_file()
+
+
+def test_faceless_photos_are_reported_not_explained(face_model, face_photos, tmp_path):
+    root, _ = face_photos
+    empty = root / "fake" / "empty.jpg"
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "defax_keras.cli", "explain", "-m", str(face_model), "-i", str(empty), str(root / "fake" / "astronaut.jpg"), "-o", str(output)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "astronaut.jpg face0" in result.stdout and "empty.jpg" in result.stdout and "without a face" in result.stdout
+    summary = json.loads((output / "summary.json").read_text())
+    assert [r["folder"] for r in summary["images"]] == ["000_astronaut_face0"]
+    assert summary["faces"]["no_face"] == [{"path": str(empty), "label": 1}]
+    # Only a faceless photo: nothing to explain, said so, and summary.json still written.
+    alone = subprocess.run(
+        [sys.executable, "-m", "defax_keras.cli", "explain", "-m", str(face_model), "-i", str(empty), "-o", str(tmp_path / "alone")],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    assert "No face to explain" in alone.stdout
+    summary = json.loads((tmp_path / "alone" / "summary.json").read_text())
+    assert summary["images"] == [] and summary["faces"]["no_face"][0]["path"] == str(empty)
+
+
+def test_faces_off_and_auto_on_aligned_crops_explain_exactly_as_before(face_model, demo_root, face_photos, tmp_path):
+    from defax_keras.explain.explain import explain, write_explanations
+    from defax_keras.faces import FaceSettings
+
+    paths, _ = demo_test_images(demo_root, 2, 112)
+    paths = [str(p) for p in paths]
+    off = explain(face_model, paths, methods=["gradcam", "eigencam"], faces=FaceSettings(mode="off"))
+    auto = explain(face_model, paths, methods=["gradcam", "eigencam"])
+    assert auto.records == off.records and auto.summary() == off.summary() and "faces" not in auto.summary()
+    np.testing.assert_array_equal(auto.pixels, off.pixels)
+    for name in off.columns:
+        np.testing.assert_array_equal(auto.raw_maps[name], off.raw_maps[name])
+    write_explanations(auto, tmp_path / "auto")
+    assert not (tmp_path / "auto" / "photos").exists()
+    # off on a photo: the whole photo, as before faces existed
+    root, _ = face_photos
+    whole = explain(face_model, [str(root / "real" / "two.jpg")], methods=["gradcam"], faces=FaceSettings(mode="off"))
+    assert [r["folder"] for r in whole.records] == ["000_two"] and "face" not in whole.records[0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from defax_keras.cli.common import (
+    face_arguments,
+    face_settings,
     saved_model_arguments,
 )
 
@@ -28,6 +30,7 @@ def cmd_evaluate(args) -> int:
         threshold_method=args.threshold_method,
         bootstrap=args.bootstrap,
         seed=args.seed,
+        faces=face_settings(args, args.model_path),
     )
     for name in sorted(results):
         print(summary_markdown(results[name]))
@@ -96,6 +99,7 @@ def add_commands(commands) -> None:
     evaluate.add_argument("--threshold-method", choices=("eer", "youden"), default="eer", help="how 'auto' chooses (default eer)")
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    face_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     calibrate = commands.add_parser(

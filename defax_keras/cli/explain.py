@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 from defax_keras.cli.common import (
+    face_arguments,
+    face_settings,
     model_argument,
 )
 
@@ -28,13 +30,18 @@ def cmd_explain(args) -> int:
         max_images=args.max_images,
         seed=args.seed,
         progress=lambda message: print(message, file=sys.stderr),
+        faces=face_settings(args, args.model_path),
     )
     output = write_explanations(result, args.output or model_folder(args.model_path) / "explanations")
     summary = result.summary()
     print(f"{'image':<40} {'label':<11} {'verdict':<8} {'P(fake)':>8}")
     for record in summary["images"]:
         label = {0: "real", 1: "fake"}.get(record["label"], "unlabelled")
-        print(f"{Path(record['path']).name[:40]:<40} {label:<11} {record['predicted']:<8} {record['p_fake']:>8.4f}")
+        name = Path(record["path"]).name + (f" face{record['face']}" if "face" in record else "")
+        print(f"{name[:40]:<40} {label:<11} {record['predicted']:<8} {record['p_fake']:>8.4f}")
+    for record in result.no_face:
+        label = {0: "real", 1: "fake"}.get(record["label"], "unlabelled")
+        print(f"{Path(record['path']).name[:40]:<40} {label:<11} {'no face':<8} {'n/a':>8}")
     for record in summary["skipped"]:
         print(f"skipped {record['path']}: {record['reason']}", file=sys.stderr)
     for record in summary["images"]:
@@ -46,6 +53,11 @@ def cmd_explain(args) -> int:
         for group, methods in summary["faithfulness"].items():
             for name, values in methods.items():
                 print(f"{group:<18}{name:<20}{values['deletion_auc']:>14.4f}{values['insertion_auc']:>15.4f}")
+    if result.no_face:
+        print(f"{len(result.no_face)} photo(s) without a face were not explained (listed in summary.json under faces.no_face)")
+    if not result.records:
+        print(f"No face to explain; summary.json written to {output}")
+        return 0
     print(f"Overlays, maps and grid.png written to {output}")
     return 0
 
@@ -76,4 +88,5 @@ def add_commands(commands) -> None:
     explain.add_argument("--max-images", type=int, help="explain only the first N images found")
     explain.add_argument("--batch-size", type=int, default=16)
     explain.add_argument("--seed", type=int, default=0, help="seed for LIME and the random baseline")
+    face_arguments(explain)
     explain.set_defaults(func=cmd_explain)

@@ -7,6 +7,13 @@ split when there is one, and at the operating threshold used for `pred`;
 bootstrap intervals; skipped files),
 `report.md` and the figures. With several datasets, one folder each plus the
 paper's cross-dataset table (`cross_dataset.md` / `.csv`).
+
+Faces (`faces=`, a `FaceSettings`): a dataset of aligned crops (the 140K set)
+or `mode="off"` is scored whole through the `tf.data` pipeline, exactly as
+before faces existed. Photos are scored through their faces (`FaceScorer`):
+an image's P(fake) is the max (or mean) of its faces'; images without a face
+are left out of the metrics and listed (`no_face="report"`) or scored whole
+(`no_face="whole"`); `faces.csv` holds every face found.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import numpy as np
 from defax_keras.data.manifest import split_from_name
 from defax_keras.errors import DefaxError
 from defax_keras.evaluation.plots import plot_evaluation
+from defax_keras.faces.scoring import FaceScorer, looks_aligned
+from defax_keras.faces.settings import FaceSettings
 from defax_keras.metrics import (
     bootstrap_intervals,
     choose_threshold,
@@ -66,6 +75,17 @@ class EvaluationResult:
     at_operating_threshold: dict
     bootstrap: dict | None
     skipped: list[dict]
+    face_settings: dict | None = None
+    """The `FaceSettings` used (`FaceSettings.to_dict()`)."""
+    face_scoring: str = "whole"
+    """`whole`: every image scored whole by the tf.data pipeline (`--faces off`, or only aligned crops under
+    `auto`); `faces`: each image through `FaceScorer` (its faces, or whole when it is an aligned crop)."""
+    face_counts: dict | None = None
+    """Images scored by their faces, whole, without a face scored whole, without a face left out; faces found."""
+    no_face: list[dict] = dataclasses.field(default_factory=list)
+    """The images left out of the metrics because no face was found in them (`no_face="report"`)."""
+    faces: list[list[dict]] | None = None
+    """Per sample, its faces (box, confidence, landmarks, p_fake); `[]` when scored whole; None without face scoring."""
 
     @property
     def labels(self) -> np.ndarray:
@@ -97,6 +117,7 @@ class EvaluationResult:
             "at_operating_threshold": self.at_operating_threshold,
             "bootstrap": self.bootstrap,
             "skipped": self.skipped,
+            "faces": {"settings": self.face_settings, "scoring": self.face_scoring, "counts": self.face_counts, "no_face": self.no_face},
         }
 
 
@@ -106,6 +127,22 @@ def _format(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def faces_line(result: EvaluationResult) -> str:
+    """How faces were used, in one line: the mode, then what happened to the images."""
+    settings, counts = result.face_settings or {}, result.face_counts or {}
+    mode = settings.get("mode", "off")
+    if result.face_scoring == "whole":
+        return "off, whole images scored" if mode == "off" else f"{mode}, every image is an aligned face crop: scored whole"
+    parts = [f"{counts['by_faces']} image(s) scored by their faces ({counts['faces_found']} faces, {settings['aggregate']} P(fake))"]
+    if counts["whole"]:
+        parts.append(f"{counts['whole']} aligned crop(s) scored whole")
+    if counts["whole_no_face"]:
+        parts.append(f"{counts['whole_no_face']} without a face scored whole")
+    if counts["no_face"]:
+        parts.append(f"{counts['no_face']} without a face left out (listed in report.md)")
+    return f"{mode}, {settings['alignment']} alignment: " + ", ".join(parts)
+
+
 def summary_markdown(result: EvaluationResult) -> str:
     """The head of `report.md`: data, the metric table at each threshold, intervals, confusion matrix."""
     lines = [
@@ -113,6 +150,7 @@ def summary_markdown(result: EvaluationResult) -> str:
         "",
         f"Data: `{result.data}` (layout {result.layout}), split `{result.split}`, {result.count} images",
         f"Scored: {result.split_description}",
+        f"Faces: {faces_line(result)}",
         "",
     ]
     columns = [("threshold 0.5", result.at_default)]
@@ -137,7 +175,11 @@ def summary_markdown(result: EvaluationResult) -> str:
 
 def report_markdown(result: EvaluationResult, figures: dict) -> str:
     """`report.md`: the summary, every skipped file with its reason, and the figures."""
-    lines = [f"## Skipped files: {len(result.skipped)}"]
+    lines = []
+    if result.face_scoring == "faces":
+        lines += [f"## Images without a face: {len(result.no_face)}"]
+        lines += [f"- `{item['path']}` (label {item['label']})" for item in result.no_face] + [""]
+    lines += [f"## Skipped files: {len(result.skipped)}"]
     lines += [f"- `{item['path']}`: {item['reason']}" for item in result.skipped]
     lines += ["", "## Figures", ""] + [f"![{name}]({Path(path).name})" for name, path in figures.items()]
     return summary_markdown(result) + "\n".join(lines) + "\n"
@@ -178,8 +220,76 @@ def resolve_split(source, split: str | None, run_dir=None):
     return source, "all", "all images (the dataset has no split information)"
 
 
+def aligned_crops_only(samples, limit: int) -> bool:
+    """Whether every sample's header says it is an aligned face crop (square, at most `limit` px)."""
+    from defax_keras.data.formats import inspect_image
+
+    for sample in samples:
+        info = sample.info if sample.info is not None else inspect_image(sample.path)
+        if info.ok and not looks_aligned(info.width, info.height, limit):
+            return False
+    return True
+
+
+@dataclasses.dataclass
+class _Scores:
+    """One split's scores: the samples kept, their P(fake), and (face scoring) their `PhotoScore`s and the faceless."""
+
+    samples: list
+    p_fake: np.ndarray
+    photos: list | None = None
+    no_face: list = dataclasses.field(default_factory=list)
+
+
+def _p_fake_function(model, batch_size: int):
+    def p_fake(pixels):
+        return np.clip(model.predict(np.asarray(pixels, np.float32), batch_size=batch_size, verbose=0)[:, 1], 0.0, 1.0)
+
+    return p_fake
+
+
+def _score_split(model, source, split: str, batch_size: int, settings: FaceSettings, detector) -> _Scores:
+    """`predict_split` (the tf.data path) for `off` and for aligned crops under `auto`; `FaceScorer` otherwise."""
+    from defax_keras.data.pipeline import verify_decoding
+
+    samples = source.split(split)
+    if settings.mode == "off" or (settings.mode == "auto" and aligned_crops_only(samples, settings.crop_limit)):
+        return _Scores(*predict_split(model, source, split, batch_size))
+    # Unreadable files are found and reported as the tf.data path does; the scorer's own errors join them.
+    failures = verify_decoding(samples, cache_key=source.root)
+    samples = [s for s in samples if s.path not in failures]
+    scorer = FaceScorer(_p_fake_function(model, batch_size), model.image_size, settings, detector=detector, batch_size=batch_size)
+    photos = scorer.score([s.path for s in samples])
+    failures.update({s.path: photo.error for s, photo in zip(samples, photos) if photo.error is not None})
+    if failures:
+        source.exclude(failures)
+    source.warn_skipped()
+    kept = [(s, photo) for s, photo in zip(samples, photos) if photo.error is None]
+    scored = [(s, photo) for s, photo in kept if photo.p_fake is not None]
+    return _Scores(
+        samples=[s for s, _ in scored],
+        p_fake=np.array([photo.p_fake for _, photo in scored], np.float64),
+        photos=[photo for _, photo in scored],
+        no_face=[s for s, photo in kept if photo.p_fake is None],
+    )
+
+
+def _face_counts(scores: _Scores) -> dict:
+    if scores.photos is None:
+        return {"by_faces": 0, "whole": len(scores.samples), "whole_no_face": 0, "no_face": 0, "faces_found": 0}
+    kinds = [photo.scored for photo in scores.photos]
+    return {
+        "by_faces": kinds.count("faces"),
+        "whole": kinds.count("whole"),
+        "whole_no_face": kinds.count("whole-no-face"),
+        "no_face": len(scores.no_face),
+        "faces_found": sum(len(photo.faces) for photo in scores.photos),
+    }
+
+
 def evaluate(model, data, *, split: str | None = None, batch_size: int = 32, threshold="0.5", threshold_method: str = "eer",
-             bootstrap: int = 1000, seed: int = 0, model_name: str | None = None, run_dir=None) -> EvaluationResult:
+             bootstrap: int = 1000, seed: int = 0, model_name: str | None = None, run_dir=None,
+             faces: FaceSettings | None = None, face_detector=None) -> EvaluationResult:
     """Score a detector on one dataset: metrics at 0.5, at a threshold chosen on validation data, and at the operating one.
 
     Args:
@@ -191,6 +301,9 @@ def evaluate(model, data, *, split: str | None = None, batch_size: int = 32, thr
         bootstrap: resamples for the accuracy and ROC AUC intervals (0: none).
         run_dir: where to look for the split manifest of an unsplit dataset the model was trained on
             (default: the model's folder when `model` is a path).
+        faces: a `FaceSettings`; default: the settings the model was trained with (`faces.json` in
+            `run_dir`), else `FaceSettings()` (mode `auto`: aligned crops whole, photos by their faces).
+        face_detector: a `FaceDetector` to share between calls (default: one made from `faces`, closed after).
 
     Returns:
         An `EvaluationResult`; `write_evaluation(result, folder)` writes its files.
@@ -206,22 +319,36 @@ def evaluate(model, data, *, split: str | None = None, batch_size: int = 32, thr
         PosixPath('evaluation')
     """
     from defax_keras.data.sources import load_source
+    from defax_keras.faces.detector import FaceDetector
     from defax_keras.models.loading import model_folder
 
     model, model_path = as_model(model)
     if run_dir is None and model_path is not None:
         run_dir = model_folder(model_path)
-    source, split, split_description = resolve_split(load_source(data), split, run_dir)
-    chosen = None
-    if "valid" in source.splits and split_from_name(split) not in ("valid", None):
-        valid_samples, valid_scores = predict_split(model, source, "valid", batch_size)
-        valid_labels = [s.label for s in valid_samples]
-        if len(set(valid_labels)) == 2:
-            chosen = choose_threshold(valid_labels, valid_scores, threshold_method)
-    operating = chosen if str(threshold) == "auto" else _threshold_value(threshold)
-    if operating is None:
-        raise DefaxError(f"--threshold auto needs a validation split with both classes; {source.root} has: {', '.join(source.splits)}")
-    samples, p_fake = predict_split(model, source, split, batch_size)
+    if faces is None:
+        faces = FaceSettings.for_model(model_path if model_path is not None else run_dir) if (model_path or run_dir) else FaceSettings()
+    detector = face_detector or FaceDetector.from_settings(faces)
+    try:
+        source, split, split_description = resolve_split(load_source(data), split, run_dir)
+        chosen = None
+        if "valid" in source.splits and split_from_name(split) not in ("valid", None):
+            valid = _score_split(model, source, "valid", batch_size, faces, detector)
+            valid_labels = [s.label for s in valid.samples]
+            if len(set(valid_labels)) == 2:
+                chosen = choose_threshold(valid_labels, valid.p_fake, threshold_method)
+        operating = chosen if str(threshold) == "auto" else _threshold_value(threshold)
+        if operating is None:
+            raise DefaxError(f"--threshold auto needs a validation split with both classes; {source.root} has: {', '.join(source.splits)}")
+        scores = _score_split(model, source, split, batch_size, faces, detector)
+    finally:
+        if face_detector is None:
+            detector.close()
+    if not scores.samples:
+        raise DefaxError(
+            f"no face found in any of the {len(scores.no_face)} images of {source.root} (split {split}); "
+            "score them whole with --faces off or --no-face whole"
+        )
+    samples, p_fake = scores.samples, scores.p_fake
     labels = np.array([s.label for s in samples])
     return EvaluationResult(
         model=model_name or str(model_path if model_path is not None else model.name),
@@ -239,19 +366,42 @@ def evaluate(model, data, *, split: str | None = None, batch_size: int = 32, thr
         at_operating_threshold=classification_metrics(labels, p_fake, operating),
         bootstrap=bootstrap_intervals(labels, p_fake, operating, resamples=bootstrap, seed=seed) if bootstrap else None,
         skipped=[{"path": s.path, "reason": s.reason, "split": s.split} for s in source.skipped],
+        face_settings=faces.to_dict(),
+        face_scoring="whole" if scores.photos is None else "faces",
+        face_counts=_face_counts(scores),
+        no_face=[{"path": s.path, "label": s.label, "split": s.split} for s in scores.no_face],
+        faces=None if scores.photos is None else [[face.to_json(operating) for face in photo.faces] for photo in scores.photos],
     )
 
 
+def write_faces(path: Path, result: EvaluationResult) -> None:
+    """`faces.csv`: one row per face found (and one per image scored whole or without a face), with its P(fake)."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "face", "x1", "y1", "x2", "y2", "confidence", "p_fake"])
+        for sample, faces, score in zip(result.samples, result.faces, result.p_fake):
+            if not faces:
+                writer.writerow([sample.path, sample.label, "whole", "", "", "", "", "", f"{score:.6f}"])
+            for k, face in enumerate(faces):
+                writer.writerow([sample.path, sample.label, k, *face["box"], face["confidence"], f"{face['p_fake']:.6f}"])
+        for item in result.no_face:
+            writer.writerow([item["path"], item["label"], "none", "", "", "", "", "", ""])
+
+
 def write_evaluation(result: EvaluationResult, output_dir) -> Path:
-    """Write `predictions.csv`, `metrics.json`, the figures and `report.md` into `output_dir`; returns it."""
+    """Write `predictions.csv`, `metrics.json`, the figures and `report.md` (and `faces.csv` when faces were scored); returns it."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(output_dir / "predictions.csv", result.samples, result.p_fake, result.operating_threshold)
     (output_dir / "metrics.json").write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+    if result.faces is not None:
+        write_faces(output_dir / "faces.csv", result)
     figures = plot_evaluation(result.labels, result.p_fake, result.operating_threshold, output_dir, title=f"({Path(result.data).name})")
     (output_dir / "report.md").write_text(report_markdown(result, figures), encoding="utf-8")
     if result.skipped:
         logger.warning("%d file(s) skipped: listed in %s", len(result.skipped), output_dir / "report.md")
+    if result.no_face:
+        logger.warning("%d image(s) without a face left out of the metrics: listed in %s", len(result.no_face), output_dir / "report.md")
     return output_dir
 
 
@@ -309,15 +459,25 @@ def dataset_names(datasets) -> list[str]:
 
 def evaluate_datasets(model, datasets, output_dir, **options) -> dict[str, EvaluationResult]:
     """`evaluate` on each dataset, written to `output_dir` (one folder each when several, plus the cross-dataset table)."""
+    from defax_keras.faces.detector import FaceDetector
+    from defax_keras.models.loading import model_folder
+
     model, model_path = as_model(model)
     options.setdefault("model_name", str(model_path) if model_path is not None else model.name)
+    if model_path is not None:  # the model is passed on loaded: keep what its path tells (split manifest, face settings)
+        options.setdefault("run_dir", model_folder(model_path))
+        if options.get("faces") is None:
+            options["faces"] = FaceSettings.for_model(model_path)
+    faces = options.get("faces") or FaceSettings()
+    options["faces"] = faces
     output_dir = Path(output_dir)
     results = {}
-    for name, data in zip(dataset_names(datasets), datasets):
-        folder = output_dir if len(datasets) == 1 else output_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        results[name] = evaluate(model, data, **options)
-        write_evaluation(results[name], folder)
+    with FaceDetector.from_settings(faces) as detector:  # one detector (and worker process) for every dataset
+        for name, data in zip(dataset_names(datasets), datasets):
+            folder = output_dir if len(datasets) == 1 else output_dir / name
+            folder.mkdir(parents=True, exist_ok=True)
+            results[name] = evaluate(model, data, face_detector=detector, **options)
+            write_evaluation(results[name], folder)
     if len(datasets) > 1:
         write_cross_dataset(results, output_dir)
     return results

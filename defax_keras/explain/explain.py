@@ -18,6 +18,13 @@ A map with no positive value (no positive evidence for the explained class,
 e.g. when the ReLU of Grad-CAM's weighted sum erases everything) is "blank":
 its overlay and grid cell say so instead of showing an empty heat map, and
 `summary.json` lists it per image under `blank`, with the notice under `notes`.
+
+Faces (`faces=`, a `FaceSettings`): each face found in a photo becomes its
+own explained item, `NNN_<photo>_face<k>`, on its aligned crop (the input the
+model scores), with its box and landmarks in `summary.json`; `photos/` holds
+each photo with its faces boxed. Photos without a face are listed under
+`faces.no_face` (or explained whole with `no_face="whole"`). Under `off`, and
+under `auto` for aligned crops, every image is explained whole as before.
 """
 
 from __future__ import annotations
@@ -59,9 +66,12 @@ from defax_keras.explain.figures import (
     save_faithfulness_plot,
     save_grid,
     save_overlay,
+    save_photo_faces,
 )
 from defax_keras.explain.lime import LIME_SAMPLES, lime_explanation, top_superpixels
 from defax_keras.explain.model import attention_model, build_explain_model, explain_targets, has_attention, resolve_targets
+from defax_keras.faces.scoring import aggregate
+from defax_keras.faces.settings import FaceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +246,55 @@ def _load_images(inputs, image_size: int, max_images: int | None):
     return np.stack(images), kept, skipped, ignored
 
 
+PHOTO_SIDE = 1024
+"""Photos are kept for their boxed figure at most this long on their longer side."""
+
+
+def _load_faces(inputs, image_size: int, max_images: int | None, settings: FaceSettings):
+    """Model inputs per item (a face's aligned crop, or a whole image), the items, the photos with faces, the faceless.
+
+    `FaceScorer.prepare` decides per file, as scoring does: aligned crops (under `auto`) whole,
+    decoded exactly as `_load_images` decodes them; other photos face by face.
+    """
+    from defax_keras.data.formats import decode_with_pil
+    from defax_keras.faces.detector import FaceDetector
+    from defax_keras.faces.scoring import FaceScorer
+
+    files, ignored = collect_image_files(inputs)
+    if max_images:
+        files = files[:max_images]
+    pixels, items, photos, no_face, skipped = [], [], [], [], []
+    with FaceDetector.from_settings(settings) as detector:
+        scorer = FaceScorer(None, image_size, settings, detector=detector)  # prepare() only: the Explainer scores
+        for path in files:
+            photo, inputs_ = scorer.prepare(path)
+            if photo.error is not None:
+                skipped.append({"path": path, "reason": photo.error})
+                logger.debug("skipped %s: %s", path, photo.error)
+                continue
+            if photo.scored == "no-face":
+                no_face.append({"path": path, "label": label_from_path(path)})
+                continue
+            if not photo.faces:
+                items.append({"path": path, **({"face_note": "no face found; the whole image was explained"} if photo.scored == "whole-no-face" else {})})
+                pixels.append(inputs_[0])
+                continue
+            image = decode_with_pil(Path(path).read_bytes())
+            scale = min(1.0, PHOTO_SIDE / max(image.shape[:2]))
+            if scale < 1.0:
+                from PIL import Image
+
+                image = np.asarray(Image.fromarray(image).resize((round(image.shape[1] * scale), round(image.shape[0] * scale)), Image.BILINEAR))
+            photos.append({"path": path, "label": label_from_path(path), "faces": [], "image": image, "scale": scale})
+            for k, (face, crop) in enumerate(zip(photo.faces, inputs_)):
+                items.append({"path": path, "face": k, **face.face.to_json(), "photo": len(photos) - 1})
+                pixels.append(crop)
+    if not items and not no_face:
+        raise DefaxError(f"none of the {len(files)} image files could be read (first: {skipped[0]['path']}: {skipped[0]['reason']})")
+    stacked = np.stack(pixels) if pixels else np.zeros((0, image_size, image_size, 3), np.float32)
+    return stacked, items, photos, no_face, skipped, ignored
+
+
 @dataclasses.dataclass
 class ExplanationResult:
     """What `explain` computed: per image its verdict and, per column (method and branch), raw and drawable maps.
@@ -259,9 +318,18 @@ class ExplanationResult:
     ignored_files: list[str]
     faithfulness: dict | None = None
     """The full deletion/insertion report (curves included), when asked for."""
+    face_settings: dict | None = None
+    """The `FaceSettings` used (`FaceSettings.to_dict()`)."""
+    photos: list[dict] = dataclasses.field(default_factory=list)
+    """The photos explained face by face: `path`, `label`, `p_fake` (their faces' aggregate), `faces` (the items'
+    folders, boxes and P(fake)), `figure`; `image` (at most `PHOTO_SIDE` px) and `scale` for drawing."""
+    no_face: list[dict] = dataclasses.field(default_factory=list)
+    """Photos in which no face was found (not explained): `path`, `label`."""
 
     def blank(self) -> dict[str, np.ndarray]:
         """Per column, per image: whether the map is all zero (no positive evidence for the explained class)."""
+        if not self.records:
+            return {name: np.zeros(0, bool) for name in self.columns}
         return {name: blank_maps(self.raw_maps[name]) for name in self.columns}
 
     def notes(self, record: dict) -> dict[str, str]:
@@ -290,6 +358,12 @@ class ExplanationResult:
             "skipped": self.skipped,
             "ignored_files": len(self.ignored_files),
         }
+        if self.photos or self.no_face:  # only when faces were looked for and found (or missed)
+            summary["faces"] = {
+                "settings": self.face_settings,
+                "photos": [{k: v for k, v in photo.items() if k not in ("image", "scale")} for photo in self.photos],
+                "no_face": self.no_face,
+            }
         if self.faithfulness is not None:
             summary["faithfulness"] = {
                 group: {name: {k: v for k, v in values.items() if k not in ("deletion", "insertion")} for name, values in methods.items()}
@@ -313,6 +387,7 @@ def explain(
     max_images: int | None = None,
     seed: int = 0,
     progress=None,
+    faces: FaceSettings | None = None,
 ) -> ExplanationResult:
     """Explain a model's verdicts on image files with class-activation maps, LIME or cross-attention.
 
@@ -323,6 +398,8 @@ def explain(
         target: `local`, `global` or `both` (the branches class-activation maps are taken at).
         explained_class: `predicted`, `real` or `fake`.
         faithfulness: also compute deletion/insertion curves against a random map.
+        faces: a `FaceSettings`; default: the settings the model was trained with, else `FaceSettings()`
+            (`auto`: aligned crops whole, each face of other photos on its own aligned crop).
 
     Returns:
         An `ExplanationResult`; `write_explanations(result, folder)` writes overlays, maps, the grid and summary.json.
@@ -348,14 +425,21 @@ def explain(
     model, model_path = as_model(model)
     columns = resolve_methods(model, methods, target)
     size = model.image_size
-    pixels, paths, skipped, ignored = _load_images(images, size, max_images)
+    settings = faces if faces is not None else (FaceSettings.for_model(model_path) if model_path is not None else FaceSettings())
+    if settings.mode == "off":
+        pixels, paths, skipped, ignored = _load_images(images, size, max_images)
+        items, photos, no_face = [{"path": path} for path in paths], [], []
+    else:
+        pixels, items, photos, no_face, skipped, ignored = _load_faces(images, size, max_images, settings)
     explainer = Explainer(model, batch_size, lime_samples, score_cam_maps, seed)
-    p_fake = explainer.predict(pixels)[:, 1]
+    p_fake = explainer.predict(pixels)[:, 1] if len(pixels) else np.zeros(0)
     predicted = (p_fake >= 0.5).astype(int)
-    classes = predicted if explained_class == "predicted" else np.full(len(paths), CLASS_CHOICES[explained_class])
+    classes = predicted if explained_class == "predicted" else np.full(len(items), CLASS_CHOICES[explained_class])
     records = []
-    for index, path in enumerate(paths):
+    for index, item in enumerate(items):
+        path = item["path"]
         label = label_from_path(path)
+        stem = _safe_stem(path) + (f"_face{item['face']}" if "face" in item else "")
         records.append(
             {
                 "index": index,
@@ -365,19 +449,28 @@ def explain(
                 "predicted": CLASS_NAMES[predicted[index]],
                 "explained_class": CLASS_NAMES[classes[index]],
                 "group": _group(label, int(predicted[index])),
-                "folder": f"{index:03d}_{_safe_stem(path)}",
+                "folder": f"{index:03d}_{stem}",
+                **{key: value for key, value in item.items() if key not in ("path", "photo")},
             }
         )
+        if "photo" in item:
+            photos[item["photo"]]["faces"].append({"folder": records[-1]["folder"], "face": item["face"], "box": item["box"], "p_fake": float(p_fake[index])})
+    for number, photo in enumerate(photos):
+        photo["p_fake"] = aggregate([face["p_fake"] for face in photo["faces"]], settings.aggregate)
+        photo["figure"] = f"photos/{number:03d}_{_safe_stem(photo['path'])}.png"
     raw_maps, heats = {}, {}
     for method, map_target in columns:
         name = column_name(method, map_target)
+        if not len(pixels):  # every photo was faceless: nothing to explain, the photos are reported
+            raw_maps[name] = heats[name] = np.zeros((0, size, size), np.float32)
+            continue
         if progress:
-            progress(f"{name}: {len(paths)} image(s)")
+            progress(f"{name}: {len(items)} image(s)")
         raw_maps[name] = explainer.raw_maps(method, map_target, pixels, classes)
         heats[name] = explainer.heat(method, raw_maps[name], size)
     names = [column_name(m, t) for m, t in columns]
     report = None
-    if faithfulness:
+    if faithfulness and len(pixels):
         if progress:
             progress("faithfulness: deletion and insertion curves")
         report = _faithfulness(explainer, model, pixels, classes, heats, seed, faithfulness_baseline)
@@ -395,11 +488,15 @@ def explain(
         skipped=skipped,
         ignored_files=ignored,
         faithfulness=report,
+        face_settings=settings.to_dict(),
+        photos=photos,
+        no_face=no_face,
     )
 
 
 def write_explanations(result: ExplanationResult, output) -> Path:
-    """Per image and column an overlay PNG and the raw map (.npy), `grid.png`, `summary.json`, faithfulness files."""
+    """Per image and column an overlay PNG and the raw map (.npy), `grid.png`, `summary.json`, faithfulness files;
+    with faces, `photos/` (each photo with its faces boxed)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     pictures, notices = {}, {}
@@ -424,7 +521,13 @@ def write_explanations(result: ExplanationResult, output) -> Path:
         if result.explained_class == "predicted"
         else f"{result.model_name}: explanations of class {result.explained_class}"
     )
-    save_grid(output / "grid.png", _grid_rows(result.records), result.columns, pictures, originals, title, notices)
+    if result.records:
+        save_grid(output / "grid.png", _grid_rows(result.records), result.columns, pictures, originals, title, notices)
+    for photo in result.photos:
+        (output / photo["figure"]).parent.mkdir(exist_ok=True)
+        boxes = [[v * photo["scale"] for v in face["box"]] for face in photo["faces"]]
+        labels = [f"face{face['face']}: P(fake) {face['p_fake']:.3f}" for face in photo["faces"]]
+        save_photo_faces(output / photo["figure"], photo["image"], boxes, labels, f"{Path(photo['path']).name}: P(fake) {photo['p_fake']:.3f}")
     if result.faithfulness is not None:
         (output / "faithfulness.json").write_text(json.dumps(result.faithfulness, indent=2), encoding="utf-8")
         save_faithfulness_plot(output / "faithfulness.png", result.faithfulness["all"])

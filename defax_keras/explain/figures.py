@@ -40,7 +40,8 @@ def overlay(image, heat, outline=None) -> np.ndarray:
 
 def caption(record: dict) -> str:
     truth = {0: "real", 1: "fake"}.get(record.get("label"), "unlabelled")
-    return f"pred {record['predicted']} · P(fake) {record['p_fake']:.3f} · label {truth}"
+    face = f"face{record['face']} · " if "face" in record else ""
+    return f"{face}pred {record['predicted']} · P(fake) {record['p_fake']:.3f} · label {truth}"
 
 
 def blank_notice(class_name: str) -> str:
@@ -92,6 +93,22 @@ def save_grid(path: Path, rows: list[dict], columns: list[str], pictures: dict, 
             f"{GROUP_TITLES[record['group']]}\nP(fake) {record['p_fake']:.2f}", fontsize=7, rotation=0, ha="right", va="center"
         )
     fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+def save_photo_faces(path: Path, image, boxes, labels, title: str) -> Path:
+    """A photo with each explained face's box and label drawn on it (its faces' overlays are in their own folders)."""
+    from matplotlib.patches import Rectangle
+
+    plt = pyplot()
+    height, width = np.asarray(image).shape[:2]
+    fig, axis = plt.subplots(figsize=(6.0, 6.0 * height / width + 0.4))
+    axis.imshow(image)
+    for (x1, y1, x2, y2), label in zip(boxes, labels):
+        axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="yellow", linewidth=1.5))
+        axis.text(x1, y1 - 4, label, color="black", fontsize=7, va="bottom", bbox={"facecolor": "yellow", "alpha": 0.8, "pad": 1, "edgecolor": "none"})
+    axis.set_title(title, fontsize=9)
+    axis.axis("off")
     return save_figure(fig, path)
 
 
