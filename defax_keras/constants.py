@@ -1,7 +1,10 @@
-"""The project's conventions, defined once: class order and the image file endings it reads."""
+"""The project's conventions, defined once: class order and the image and video file endings it reads."""
 
 CLASS_NAMES = ("real", "fake")
 """Index = class id: 0 = real, 1 = fake (the positive class everywhere); output[:, 1] is P(fake)."""
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 """File endings read as images (case-insensitive): discovered in datasets, accepted by predict and the web page."""
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
+"""File endings read as videos (with the `video` extra) in folders given to predict and in video datasets."""

@@ -232,3 +232,73 @@ def test_video_without_faces_is_no_face(tmp_path):
     path = write_video(tmp_path / "empty_room.mp4", [background(320, 240)] * 20)
     record = VideoScorer(brightness, 32, frames=4).score(path).record(0.5)
     assert record["label"] == "no face" and record["p_fake"] is None and record["frames"] == 4 and record["frames_scored"] == 0
+
+
+# ---------------------------------------------------------------- defax predict with videos
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """An untrained simple_cnn_nano saved as .keras: the command's plumbing does not need a trained one."""
+    from defax_keras.models import build_model
+
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    build_model("simple_cnn_nano").save(path)
+    return path
+
+
+def test_predict_scores_videos_and_images_by_content(small_model, tmp_path, capsys):
+    import json
+
+    from defax_keras.cli import main
+
+    frames, _ = moving_faces(30, size=(320, 240))
+    clip = write_video(tmp_path / "in" / "clip.mp4", frames)
+    disguised = tmp_path / "in" / "clip_named.jpg"  # a video named like a photo: its content decides
+    disguised.write_bytes(clip.read_bytes())
+    photo = tmp_path / "in" / "photo_named.mp4"  # and a JPEG named like a video
+    photo.write_bytes(encode(frames[0], "JPEG"))
+    assert main(["predict", "-m", str(small_model), str(tmp_path / "in"), "--frames", "6", "--video-aggregate", "max",
+                 "--format", "json", "--timeline", str(tmp_path / "timelines")]) == 0
+    records = {r["path"].rsplit("/", 1)[1]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(records) == {"clip.mp4", "clip_named.jpg", "photo_named.mp4"}
+    for name in ("clip.mp4", "clip_named.jpg"):
+        video = records[name]
+        assert video["kind"] == "video" and video["frames"] == 6 and video["aggregate"] == "max"
+        assert [f["index"] for f in video["timeline"]] == list(np.linspace(0, 29, 6).astype(int))
+        frame_scores = [f["p_fake"] for f in video["timeline"] if f["p_fake"] is not None]
+        assert video["p_fake"] == pytest.approx(max(frame_scores), abs=1e-6)
+        assert len(video["tracks"]) == 1 and video["tracks"][0]["frames"] == video["frames_scored"]
+    assert "kind" not in records["photo_named.mp4"] and records["photo_named.mp4"]["label"] in ("real", "fake", "no face")
+    assert sorted(p.name for p in (tmp_path / "timelines").iterdir()) == ["clip.png", "clip_named.png"]
+    assert main(["predict", "-m", str(small_model), str(clip), "--frames", "4", "--format", "csv"]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert header.split(",") == ["path", "kind", "label", "p_real", "p_fake", "faces", "face_note", "frames", "tracks", "error"]
+    assert row.split(",")[1] == "video" and row.split(",")[7] == "4" and row.split(",")[8] == "1"
+
+
+def test_predict_without_pyav_names_the_extra(small_model, tmp_path, monkeypatch, capsys):
+    import json
+
+    from defax_keras.cli import main
+    from defax_keras.errors import DefaxError
+    from defax_keras.video import decode
+
+    clip = write_video(tmp_path / "clip.mp4", moving_faces(5, size=(160, 120))[0])
+
+    def missing():
+        raise DefaxError('reading videos needs PyAV: pip install "defax-keras[video]"')
+
+    monkeypatch.setattr(decode, "require_av", missing)
+    assert main(["predict", "-m", str(small_model), str(clip), "--format", "json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["error"] == 'reading videos needs PyAV: pip install "defax-keras[video]"'
+
+
+@pytest.mark.parametrize("argv, message", [(["--frames", "0"], "--frames must be a positive integer"), (["--fps", "-1"], "--fps must be positive")])
+def test_predict_video_options_are_checked(small_model, tmp_path, capsys, argv, message):
+    from defax_keras.cli import main
+
+    clip = write_video(tmp_path / "clip.mp4", moving_faces(5, size=(160, 120))[0])
+    assert main(["predict", "-m", str(small_model), str(clip), *argv]) == 2
+    assert message in capsys.readouterr().err

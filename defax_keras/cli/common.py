@@ -57,3 +57,17 @@ def face_settings(args, model_path=None):
         min_size=args.face_min_size,
         min_confidence=args.face_min_confidence,
     )
+
+
+def video_arguments(parser) -> None:
+    """How videos are sampled and judged (predict, evaluate)."""
+    group = parser.add_argument_group("videos", "sampled frames, face tracks, one verdict per video (docs/video.md); needs the video extra")
+    group.add_argument("--frames", type=int, default=32, metavar="N", help="frames sampled per video, evenly spaced (default 32, as DeepfakeBench)")
+    group.add_argument("--fps", type=float, metavar="F", help="sample F frames per second instead of --frames")
+    group.add_argument(
+        "--video-aggregate",
+        choices=("mean", "confident", "max"),
+        default="mean",
+        help="a video's P(fake) from its frames': mean (default, DeepfakeBench), confident (the DFDC winner's rule) or max",
+    )
+

@@ -17,6 +17,7 @@ from defax_keras.cli.common import (
     face_arguments,
     face_settings,
     model_argument,
+    video_arguments,
 )
 from defax_keras.cli.common import fmt as number
 
@@ -24,9 +25,10 @@ from defax_keras.cli.common import fmt as number
 def format_results(results: list[dict], fmt: str) -> str:
     """Prediction records as `table` (aligned columns), `csv` or `json` text.
 
-    A record's `faces` is a list: JSON keeps it, CSV writes its count (empty when the
-    image was scored whole), the table adds a `faces` column and, for a photo with
-    several faces, one indented line per face.
+    A record's `faces` (and a video's `tracks`) is a list: JSON keeps it, CSV writes its
+    count (empty when the image was scored whole), the table adds a `faces` column and,
+    for a photo with several faces, one indented line per face (per track for a video).
+    A video's per-frame `timeline` is in JSON only.
     """
     from defax_keras.inference import FIELDS
 
@@ -34,9 +36,9 @@ def format_results(results: list[dict], fmt: str) -> str:
         return json.dumps(results, indent=2) + "\n"
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, fieldnames=FIELDS, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
-        writer.writerows({**r, "faces": len(r["faces"])} if "faces" in r else r for r in results)
+        writer.writerows({**r, **{key: len(r[key]) for key in ("faces", "tracks") if key in r}} for r in results)
         return buffer.getvalue()
     return _table(results)
 
@@ -51,7 +53,12 @@ def _table(results: list[dict]) -> str:
         faces = r.get("faces")
         count = "-" if faces is None else str(len(faces))
         note = f"  ({r['face_note']})" if r.get("face_note") else ""
+        if r.get("kind") == "video":
+            count = str(len(r["tracks"]))
+            note = f"  (video: {r['frames_scored']} of {r['frames']} frames with faces, {r['aggregate']}; faces column: tracks)"
         lines.append(f"{r['path']:<{width}}  {r['label']:<7}  {number(r['p_real']):>8}  {number(r['p_fake']):>8}  {count:>5}{note}")
+        for track in r.get("tracks", []):
+            lines.append(f"  track {track['track']}: {track['frames']} frames  p_fake {track['p_fake']:.4f}  {track['label']}")
         if faces and len(faces) > 1:
             for position, face in enumerate(faces, 1):
                 box = ", ".join(f"{v:.0f}" for v in face["box"])
@@ -65,10 +72,14 @@ def cmd_predict(args) -> int:
     def progress_bar(total):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, unit="image", file=sys.stderr, disable=total <= 8 or None, leave=False)
+        return tqdm(total=total, unit="file", file=sys.stderr, disable=total <= 8 or None, leave=False)
+
+    from defax_keras.inference import write_timelines
+    from defax_keras.video.scoring import VideoOptions
 
     faces = face_settings(args, args.model_path)
-    result = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar, faces=faces)
+    video = VideoOptions(args.frames, args.fps, args.video_aggregate)
+    result = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar, faces=faces, video=video)
     results, ignored = result.records, result.skipped
     if args.verbose:
         for path in ignored:
@@ -87,6 +98,9 @@ def cmd_predict(args) -> int:
     no_face = len(result.no_face)
     if no_face:
         print(f"{no_face} of {len(results)} file(s) with no face found (label 'no face'; --no-face whole scores them whole)", file=sys.stderr)
+    if args.timeline:
+        written = write_timelines(result, args.timeline)
+        print(f"{len(written)} timeline(s) written to {args.timeline}" if written else "no video among the inputs: no timeline written", file=sys.stderr)
     return 0
 
 
@@ -101,13 +115,14 @@ def cmd_serve(args) -> int:
 def add_commands(commands) -> None:
     predict = commands.add_parser(
         "predict",
-        help="verdicts for image files and folders",
-        description="Classify images with a .keras model, a preset directory, an exported SavedModel or an ONNX file. Photos are scored "
-        "face by face (--faces). Results (path, label, p_real, p_fake, faces; error for unreadable files) go to stdout or --output; "
-        "progress and logs go to stderr.",
+        help="verdicts for image and video files and folders",
+        description="Classify images and videos with a .keras model, a preset directory, an exported SavedModel or an ONNX file. Photos are "
+        "scored face by face (--faces); videos are sampled, their faces tracked across frames and aggregated (docs/video.md). Results "
+        "(path, label, p_real, p_fake, faces; frames, tracks and a timeline for videos; error for unreadable files) go to stdout or "
+        "--output; progress and logs go to stderr.",
     )
     model_argument(predict, f"{MODEL_HELP}, a SavedModel export (version folder or export base) or an .onnx file")
-    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders (walked recursively)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image and video files and folders (walked recursively)")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--format", default="table", choices=("table", "csv", "json"), help="default table")
     predict.add_argument("--output", "-o", help="write results to this file instead of stdout")
@@ -116,6 +131,8 @@ def add_commands(commands) -> None:
     )
     predict.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files and log detail")
     face_arguments(predict)
+    video_arguments(predict)
+    predict.add_argument("--timeline", metavar="DIR", help="write a PNG of P(fake) over time per face track for each video into DIR")
     predict.set_defaults(func=cmd_predict)
 
     serve = commands.add_parser(

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from defax_keras.data.formats import MAX_PIXELS, has_image_extension, inspect_bytes
+from defax_keras.constants import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from defax_keras.data.formats import MAX_PIXELS, inspect_bytes
 from defax_keras.data.manifest import class_from_name
 from defax_keras.errors import DefaxError
 
@@ -22,12 +23,14 @@ class ImageFileError(ValueError):
     """One file could not be used; the message says why (in the words of `inspect_image`)."""
 
 
-def collect_image_files(inputs) -> tuple[list[str], list[str]]:
+def collect_image_files(inputs, videos: bool = False) -> tuple[list[str], list[str]]:
     """Image files under `inputs` (files and folders, walked recursively, sorted) and the files ignored.
 
     A file named explicitly is always taken, whatever its extension (its
-    content decides); inside folders only files with an image extension are.
+    content decides); inside folders only files with an image extension are
+    (or a video extension, with `videos=True`).
     """
+    extensions = IMAGE_EXTENSIONS + (VIDEO_EXTENSIONS if videos else ())
     images, ignored = [], []
     for item in inputs:
         path = Path(os.path.expanduser(str(item)))
@@ -37,12 +40,13 @@ def collect_image_files(inputs) -> tuple[list[str], list[str]]:
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 for name in sorted(files):
-                    target = images if has_image_extension(name) else ignored
+                    target = images if name.lower().endswith(extensions) else ignored
                     target.append(os.path.join(root, name))
         else:
             raise DefaxError(f"no such file or folder: {path}")
     if not images:
-        raise DefaxError(f"no image files (extensions .jpg .jpeg .png .bmp .tif .tiff .webp) in {', '.join(map(str, inputs))}")
+        kinds = "image or video" if videos else "image"
+        raise DefaxError(f"no {kinds} files (extensions {' '.join(extensions)}) in {', '.join(map(str, inputs))}")
     return images, ignored
 
 

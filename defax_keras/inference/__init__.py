@@ -12,6 +12,7 @@ from defax_keras.inference.predict import (
     PredictionResult,
     predict,
     predict_files,
+    write_timelines,
 )
 from defax_keras.inference.predictors import (
     KerasPredictor,
@@ -32,4 +33,5 @@ __all__ = [
     "load_predictor",
     "predict",
     "predict_files",
+    "write_timelines",
 ]

@@ -22,9 +22,11 @@ from defax_keras.faces.detector import FaceDetector
 from defax_keras.faces.scoring import NO_FACE, FaceScorer
 from defax_keras.faces.settings import FaceSettings
 from defax_keras.inference.predictors import load_predictor
+from defax_keras.video.scoring import VideoOptions
 
-FIELDS = ("path", "label", "p_real", "p_fake", "faces", "face_note", "error")
-"""The keys a record may have, in order (`faces` is a list of faces; CSV writes its count)."""
+FIELDS = ("path", "kind", "label", "p_real", "p_fake", "faces", "face_note", "frames", "tracks", "error")
+"""The keys a CSV row has, in order (`faces` and `tracks` are lists in a record; CSV writes their counts; a video's
+`timeline` is in JSON only)."""
 WHOLE_IMAGES = FaceSettings(mode="off")
 """Face settings that score every image whole, as `predict` did before faces."""
 
@@ -83,50 +85,83 @@ def face_settings_for(faces, model_path=None) -> FaceSettings:
     raise DefaxError(f"faces= takes FaceSettings, a mode name or None, got {type(faces).__name__}")
 
 
-def predict_files(predictor, files, batch_size: int = 32, threshold: float = 0.5, progress=None, faces: FaceSettings = WHOLE_IMAGES, detector=None) -> list[dict]:
+def is_video(path) -> bool:
+    """Whether a file's content is a video container (MP4/MOV, WebM/Matroska, AVI), whatever its name."""
+    from defax_keras.video.decode import sniff_video
+
+    try:
+        with open(path, "rb") as handle:
+            return sniff_video(handle.read(16)) is not None
+    except OSError:
+        return False  # the image path reports why it cannot be read
+
+
+def predict_files(predictor, files, batch_size: int = 32, threshold: float = 0.5, progress=None, faces: FaceSettings = WHOLE_IMAGES, detector=None,
+                  video: VideoOptions | None = None) -> list[dict]:
     """One record per file, in order; `progress(n)` is told how many files each step finished.
 
     `faces` defaults to whole images (this takes a predictor, not a model path
     with training settings); pass the settings to look for faces, and a
-    `FaceDetector` to share one across calls.
+    `FaceDetector` to share one across calls. Files whose content is a video
+    are sampled and scored per `video` (`VideoOptions`), their records marked `kind: video`.
     """
     settings = face_settings_for(faces)
-    own_detector = detector is None and settings.detects
+    files = list(files)
+    videos = [is_video(path) for path in files]
+    own_detector = detector is None and (settings.detects or any(videos))
     if own_detector:
         detector = FaceDetector.from_settings(settings)
     # [P(real), P(fake)] rows: a whole image keeps the model's own P(real), so `off` repeats the old numbers.
     scorer = FaceScorer(predictor.predict_pixels, predictor.image_size, settings, detector=detector, batch_size=batch_size)
+    records: list = [None] * len(files)
     try:
-        scored = scorer.score(list(files), progress)
+        images = [index for index, flag in enumerate(videos) if not flag]
+        for index, photo in zip(images, scorer.score([files[i] for i in images], progress)):
+            records[index] = {"path": files[index], **photo.record(threshold)}
+        for index in (i for i, flag in enumerate(videos) if flag):
+            records[index] = {"path": files[index], "kind": "video", **_video_record(scorer, files[index], video or VideoOptions(), threshold)}
+            if progress:
+                progress(1)
     finally:
         if own_detector:
             detector.close()  # a worker process under JAX or PyTorch
-    return [{"path": path, **photo.record(threshold)} for path, photo in zip(files, scored)]
+    return records
 
 
-def predict_inputs(predictor, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None) -> PredictionResult:
-    """`Predictor.predict`: the records for every image under `inputs` with `predictor`."""
+def _video_record(scorer, path, options, threshold) -> dict:
+    try:
+        from defax_keras.video.scoring import VideoScorer
+
+        return VideoScorer.from_options(scorer, options).score(path).record(threshold)
+    except DefaxError as exc:  # PyAV missing: a one-line error naming the extra, for this file
+        return {"error": str(exc)}
+
+
+def predict_inputs(predictor, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None,
+                   video: VideoOptions | None = None) -> PredictionResult:
+    """`Predictor.predict`: the records for every image and video under `inputs` with `predictor`."""
     if isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__iter__"):
         inputs = [inputs]
     check_options(batch_size, threshold)
     settings = face_settings_for(faces, predictor.path)
-    files, skipped = collect_image_files(inputs)
-    return _run(predictor, files, skipped, batch_size, threshold, progress_factory, settings)
+    files, skipped = collect_image_files(inputs, videos=True)
+    return _run(predictor, files, skipped, batch_size, threshold, progress_factory, settings, video)
 
 
-def _run(predictor, files, skipped, batch_size, threshold, progress_factory, settings) -> PredictionResult:
+def _run(predictor, files, skipped, batch_size, threshold, progress_factory, settings, video=None) -> PredictionResult:
     threshold = predictor.threshold if threshold is None else threshold
     progress = progress_factory(len(files)) if progress_factory else None
     try:
-        records = predict_files(predictor, files, batch_size, threshold, progress.update if progress else None, faces=settings)
+        records = predict_files(predictor, files, batch_size, threshold, progress.update if progress else None, faces=settings, video=video)
     finally:
         if progress:
             progress.close()
     return PredictionResult(records, skipped, predictor.name, threshold, settings)
 
 
-def predict(model_path, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None) -> PredictionResult:
-    """Records for every image under `inputs` (files and folders), and the files skipped for their extension.
+def predict(model_path, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None,
+            video: VideoOptions | None = None) -> PredictionResult:
+    """Records for every image and video under `inputs` (files and folders), and the files skipped for their extension.
 
     Args:
         model_path: anything `load_predictor` takes (`.keras`, run or preset directory, SavedModel, `.onnx`).
@@ -137,6 +172,8 @@ def predict(model_path, inputs, batch_size: int = 32, threshold: float | None = 
         progress_factory: called with the number of files; returns an object with `update(n)` and `close()`.
         faces: `FaceSettings`, a mode name (`auto`, `off`, `largest`, `all`) or None: the
             settings the model was trained with (`faces.json` in its run directory), else `auto`.
+        video: `VideoOptions` for video files (frames sampled, aggregation); default 32 frames, `mean`.
+            A video's record has `kind: video`, `frames`, `tracks` and a `timeline` (docs/video.md).
 
     Returns:
         A `PredictionResult`.
@@ -149,5 +186,28 @@ def predict(model_path, inputs, batch_size: int = 32, threshold: float | None = 
     """
     check_options(batch_size, threshold)
     settings = face_settings_for(faces, model_path)
-    files, skipped = collect_image_files(inputs)
-    return _run(load_predictor(model_path), files, skipped, batch_size, threshold, progress_factory, settings)
+    files, skipped = collect_image_files(inputs, videos=True)
+    return _run(load_predictor(model_path), files, skipped, batch_size, threshold, progress_factory, settings, video)
+
+
+def write_timelines(result: PredictionResult, folder) -> list:
+    """A PNG of P(fake) over time per face track for each video in `result` (`<name>.png` in `folder`); returns the paths."""
+    from pathlib import Path
+
+    from defax_keras.video.plots import plot_timeline
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, used = [], set()
+    for record in result.records:
+        if record.get("kind") != "video" or "timeline" not in record:
+            continue
+        stem = Path(record["path"]).stem or "video"
+        name, n = stem, 1
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}"
+        used.add(name)
+        written.append(plot_timeline(record, folder / f"{name}.png", result.threshold, title=Path(record["path"]).name))
+    return written
+

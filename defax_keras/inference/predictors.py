@@ -51,10 +51,11 @@ class Predictor:
         """`[N]` P(fake) of `pixels`."""
         return np.asarray(self.predict_pixels(pixels))[:, 1]
 
-    def predict(self, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None):
+    def predict(self, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None, video=None):
         """A `PredictionResult` for every image under `inputs` (files and folders, walked recursively).
 
         `faces`: `FaceSettings`, a mode name or None (the settings this model was trained with, else `auto`).
+        `video`: `VideoOptions` for the videos among `inputs` (default 32 frames, mean).
 
         Example:
             >>> import defax_keras as dk
@@ -64,7 +65,7 @@ class Predictor:
         """
         from defax_keras.inference.predict import predict_inputs
 
-        return predict_inputs(self, inputs, batch_size, threshold, progress_factory, faces)
+        return predict_inputs(self, inputs, batch_size, threshold, progress_factory, faces, video)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} image_size={self.image_size}>"

@@ -9,17 +9,17 @@ Needs the `video` extra (`pip install "defax-keras[video]"`); without it a
 video input is a one-line error naming the extra.
 """
 
-from defax_keras.video.decode import VIDEO_EXTENSIONS, Frame, VideoFileError, VideoInfo, has_video_extension, probe, read_frames, sample_indices, sniff_video
-from defax_keras.video.scoring import AGGREGATES, FrameScore, VideoScore, VideoScorer, aggregate_frames
+from defax_keras.video.decode import Frame, VideoFileError, VideoInfo, has_video_extension, probe, read_frames, sample_indices, sniff_video
+from defax_keras.video.scoring import AGGREGATES, FrameScore, VideoOptions, VideoScore, VideoScorer, aggregate_frames
 from defax_keras.video.tracks import link_tracks
 
 __all__ = [
     "AGGREGATES",
-    "VIDEO_EXTENSIONS",
     "Frame",
     "FrameScore",
     "VideoFileError",
     "VideoInfo",
+    "VideoOptions",
     "VideoScore",
     "VideoScorer",
     "aggregate_frames",

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from defax_keras.constants import VIDEO_EXTENSIONS
 from defax_keras.errors import DefaxError
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
 MAX_FRAME_PIXELS = 8192 * 8192
 """Frames claiming more pixels than this (beyond 8K) are refused before decoding."""
 SEEK_AHEAD = 2.0

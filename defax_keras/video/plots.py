@@ -7,22 +7,22 @@ from pathlib import Path
 from defax_keras.plotting import pyplot, save_figure
 
 
-def plot_timeline(score, path, threshold: float = 0.5, title: str = "") -> Path:
-    """Draw a `VideoScore`'s timeline: each track's P(fake) at each sampled frame, the video's score and the threshold."""
+def plot_timeline(record: dict, path, threshold: float = 0.5, title: str = "") -> Path:
+    """Draw a video's record (`VideoScore.record`): each track's P(fake) at each sampled frame, the video's score, the threshold."""
     plt = pyplot()
     fig, axis = plt.subplots(figsize=(8, 3.2))
-    for track in sorted(score.tracks):
-        points = [(frame.time, face.p_fake) for frame in score.frames for face, t in zip(frame.faces, frame.tracks) if t == track]
+    for track in record.get("tracks", []):
+        points = [(frame["time"], face["p_fake"]) for frame in record["timeline"] for face in frame["faces"] if face["track"] == track["track"]]
         if points:
             times, values = zip(*points)
-            axis.plot(times, values, marker="o", markersize=3, linewidth=1.2, label=f"track {track} (P(fake) {score.tracks[track]:.2f})")
-    whole = [(frame.time, frame.p_fake) for frame in score.frames if frame.p_fake is not None and not frame.faces]
+            axis.plot(times, values, marker="o", markersize=3, linewidth=1.2, label=f"track {track['track']} (P(fake) {track['p_fake']:.2f})")
+    whole = [(frame["time"], frame["p_fake"]) for frame in record["timeline"] if frame["p_fake"] is not None and not frame["faces"]]
     if whole:
         times, values = zip(*whole)
         axis.plot(times, values, marker="s", markersize=3, linewidth=1.0, color="grey", label="whole frame")
     axis.axhline(threshold, color="black", linewidth=0.8, linestyle=":", label=f"threshold {threshold:g}")
-    if score.p_fake is not None:
-        axis.axhline(score.p_fake, color="crimson", linewidth=1.0, linestyle="--", label=f"video ({score.aggregate}) {score.p_fake:.2f}")
+    if record.get("p_fake") is not None:
+        axis.axhline(record["p_fake"], color="crimson", linewidth=1.0, linestyle="--", label=f"video ({record['aggregate']}) {record['p_fake']:.2f}")
     axis.set_ylim(-0.02, 1.02)
     axis.set_xlabel("time (s)")
     axis.set_ylabel("P(fake)")

@@ -50,6 +50,26 @@ def aggregate_frames(values, how: str = "mean") -> float:
     return float(values.mean())
 
 
+@dataclasses.dataclass(frozen=True)
+class VideoOptions:
+    """How videos are sampled and judged: `frames` evenly spaced (or `fps` per second), aggregated by `aggregate`."""
+
+    frames: int = 32
+    fps: float | None = None
+    aggregate: str = "mean"
+    max_side: int = 1920
+
+    def __post_init__(self):
+        from defax_keras.errors import DefaxError
+
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or self.frames < 1:
+            raise DefaxError(f"--frames must be a positive integer, got {self.frames!r}")
+        if self.fps is not None and not self.fps > 0:
+            raise DefaxError(f"--fps must be positive, got {self.fps!r}")
+        if self.aggregate not in AGGREGATES:
+            raise DefaxError(f"--video-aggregate must be one of {', '.join(AGGREGATES)}, got {self.aggregate!r}")
+
+
 @dataclasses.dataclass
 class FrameScore:
     """One sampled frame: its index and time, the faces scored in it (each with its track), and its P(fake)."""
@@ -122,13 +142,14 @@ class VideoScorer:
 
     def __init__(self, p_fake, image_size: int, settings: FaceSettings | None = None, frames: int = 32, fps: float | None = None,
                  aggregate: str = "mean", max_side: int = 1920, batch_size: int = 32, scorer: FaceScorer | None = None):
-        if aggregate not in AGGREGATES:
-            raise ValueError(f"unknown video aggregate {aggregate!r}; one of {', '.join(AGGREGATES)}")
+        options = VideoOptions(frames, fps, aggregate, max_side)
         self.scorer = scorer or FaceScorer(p_fake, image_size, settings, batch_size=batch_size)
-        self.frames = frames
-        self.fps = fps
-        self.aggregate = aggregate
-        self.max_side = max_side
+        self.frames, self.fps, self.aggregate, self.max_side = options.frames, options.fps, options.aggregate, options.max_side
+
+    @classmethod
+    def from_options(cls, scorer: FaceScorer, options: VideoOptions) -> VideoScorer:
+        """A video scorer sharing `scorer`'s model, face settings and detector."""
+        return cls(scorer.p_fake, scorer.image_size, scorer.settings, options.frames, options.fps, options.aggregate, options.max_side, scorer=scorer)
 
     def score(self, path) -> VideoScore:
         """The `VideoScore` of the video at `path`; a file that is not a usable video gives one with `error`."""
