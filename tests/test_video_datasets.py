@@ -158,3 +158,21 @@ def test_evaluate_videos_errors(video_dataset):
 
     with pytest.raises(DefaxError, match="no videos in split 'valid'"):
         evaluate_videos(BrightnessModel(), video_dataset, split="valid")
+
+
+def test_defax_evaluate_on_video_and_image_datasets_with_the_cross_table(video_dataset, tiny_demo, tmp_path, capsys):
+    from defax_keras.cli import main
+    from defax_keras.models import build_model
+
+    model = tmp_path / "model.keras"
+    build_model("simple_cnn_nano").save(model)
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", "-m", str(model), "--data", str(video_dataset), "--data", str(tiny_demo), "--frames", "4",
+                 "--video-aggregate", "confident", "--bootstrap", "0", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| metric | video level | frame level |" in printed
+    metrics = json.loads((out / "clips" / "metrics.json").read_text())
+    assert metrics["videos"] == 4 and metrics["frames_per_video"] == 4 and metrics["aggregate"] == "confident"
+    assert metrics["frame_level"]["count"] == 16
+    rows = (out / "cross_dataset.csv").read_text().splitlines()
+    assert rows[1].startswith("clips,2,2,") and rows[2].startswith(f"{tiny_demo.name},")

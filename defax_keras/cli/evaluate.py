@@ -8,6 +8,7 @@ from defax_keras.cli.common import (
     face_arguments,
     face_settings,
     saved_model_arguments,
+    video_arguments,
 )
 
 
@@ -31,6 +32,7 @@ def cmd_evaluate(args) -> int:
         bootstrap=args.bootstrap,
         seed=args.seed,
         faces=face_settings(args, args.model_path),
+        video={"frames": args.frames, "fps": args.fps, "aggregate": args.video_aggregate},
     )
     for name in sorted(results):
         print(summary_markdown(results[name]))
@@ -87,7 +89,8 @@ def add_commands(commands) -> None:
         "evaluate",
         help="metrics, plots and predictions of a saved model on one or more datasets",
         description="Evaluate a saved model: predictions.csv, metrics.json, report.md and figures per "
-        "dataset, plus the cross-dataset table when several are given.",
+        "dataset, plus the cross-dataset table when several are given. Video datasets (FaceForensics++, Celeb-DF v2, "
+        "DFDC, folders or a CSV of videos) get video- and frame-level metrics (docs/video.md).",
     )
     saved_model_arguments(evaluate, "dataset (repeat for several)", "output folder (default: evaluation/ next to the model)", many=True)
     evaluate.add_argument(
@@ -100,6 +103,7 @@ def add_commands(commands) -> None:
     evaluate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for intervals (0: none)")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     face_arguments(evaluate)
+    video_arguments(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     calibrate = commands.add_parser(

@@ -144,7 +144,10 @@ def faces_line(result: EvaluationResult) -> str:
 
 
 def summary_markdown(result: EvaluationResult) -> str:
-    """The head of `report.md`: data, the metric table at each threshold, intervals, confusion matrix."""
+    """The head of `report.md`: data, the metric table at each threshold, intervals, confusion matrix
+    (a video dataset's result gives its own report: video- and frame-level metrics)."""
+    if not isinstance(result, EvaluationResult):
+        return result.markdown()
     lines = [
         f"# Evaluation of {result.model}",
         "",
@@ -457,10 +460,17 @@ def dataset_names(datasets) -> list[str]:
     return names
 
 
-def evaluate_datasets(model, datasets, output_dir, **options) -> dict[str, EvaluationResult]:
-    """`evaluate` on each dataset, written to `output_dir` (one folder each when several, plus the cross-dataset table)."""
+def evaluate_datasets(model, datasets, output_dir, *, video: dict | None = None, **options) -> dict:
+    """`evaluate` on each dataset, written to `output_dir` (one folder each when several, plus the cross-dataset table).
+
+    A video dataset (`is_video_dataset`: FaceForensics++, Celeb-DF, DFDC, folders or a CSV of videos) is
+    scored with `evaluate_videos` instead, with `video` (`frames`, `fps`, `aggregate`); its
+    `VideoEvaluationResult` has the `labels` and `metrics` the cross-dataset table needs.
+    """
+    from defax_keras.evaluation.video import evaluate_videos, write_video_evaluation
     from defax_keras.faces.detector import FaceDetector
     from defax_keras.models.loading import model_folder
+    from defax_keras.video.datasets import is_video_dataset
 
     model, model_path = as_model(model)
     options.setdefault("model_name", str(model_path) if model_path is not None else model.name)
@@ -470,14 +480,19 @@ def evaluate_datasets(model, datasets, output_dir, **options) -> dict[str, Evalu
             options["faces"] = FaceSettings.for_model(model_path)
     faces = options.get("faces") or FaceSettings()
     options["faces"] = faces
+    video_options = {key: options[key] for key in ("split", "threshold", "threshold_method", "batch_size", "model_name", "faces") if key in options}
     output_dir = Path(output_dir)
     results = {}
     with FaceDetector.from_settings(faces) as detector:  # one detector (and worker process) for every dataset
         for name, data in zip(dataset_names(datasets), datasets):
             folder = output_dir if len(datasets) == 1 else output_dir / name
             folder.mkdir(parents=True, exist_ok=True)
-            results[name] = evaluate(model, data, face_detector=detector, **options)
-            write_evaluation(results[name], folder)
+            if str(data) != "demo" and is_video_dataset(data):
+                results[name] = evaluate_videos(model, data, face_detector=detector, **video_options, **(video or {}))
+                write_video_evaluation(results[name], folder)
+            else:
+                results[name] = evaluate(model, data, face_detector=detector, **options)
+                write_evaluation(results[name], folder)
     if len(datasets) > 1:
         write_cross_dataset(results, output_dir)
     return results

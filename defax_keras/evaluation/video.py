@@ -108,8 +108,8 @@ def _cell(value) -> str:
 
 
 def evaluate_videos(model, data, *, split: str | None = None, frames: int = 32, fps: float | None = None, aggregate: str = "mean",
-                    faces: FaceSettings | None = None, threshold: float = 0.5, batch_size: int = 32, model_name: str | None = None,
-                    progress=None) -> VideoEvaluationResult:
+                    faces: FaceSettings | None = None, threshold="0.5", threshold_method: str = "eer", batch_size: int = 32,
+                    model_name: str | None = None, face_detector=None, progress=None) -> VideoEvaluationResult:
     """Score a detector on a video dataset (FaceForensics++, Celeb-DF v2, DFDC, folders or a CSV of videos).
 
     Args:
@@ -119,8 +119,14 @@ def evaluate_videos(model, data, *, split: str | None = None, frames: int = 32, 
         frames, fps: frames sampled per video (evenly spaced), or per second.
         aggregate: a video's score from its frames': `mean`, `confident` or `max`.
         faces: face settings (default: the model's own, else `auto`).
+        threshold: the operating threshold in [0, 1], or `auto`: chosen (`threshold_method`, `eer` or
+            `youden`) on the video scores of the validation split.
+        face_detector: a `FaceDetector` to share (one worker process under JAX or PyTorch).
         progress: called with 1 after each video.
     """
+    from defax_keras.evaluation.evaluate import _threshold_value
+    from defax_keras.faces.scoring import FaceScorer
+    from defax_keras.metrics import choose_threshold
     from defax_keras.models.loading import model_folder
     from defax_keras.video.datasets import load_video_source
     from defax_keras.video.scoring import VideoScorer
@@ -140,7 +146,18 @@ def evaluate_videos(model, data, *, split: str | None = None, frames: int = 32, 
     def p_fake(pixels):
         return np.asarray(model.predict_on_batch(np.asarray(pixels, np.float32)))[:, 1]
 
-    scorer = VideoScorer(p_fake, model.image_size, faces, frames=frames, fps=fps, aggregate=aggregate, batch_size=batch_size)
+    frame_scorer = FaceScorer(p_fake, model.image_size, faces, detector=face_detector, batch_size=batch_size)
+    scorer = VideoScorer(p_fake, model.image_size, faces, frames=frames, fps=fps, aggregate=aggregate, scorer=frame_scorer)
+    if str(threshold) == "auto":
+        if "valid" not in source.splits or split == "valid":
+            raise DefaxError(f"--threshold auto needs a validation split of videos; {source.root} has: {', '.join(source.splits) or 'none'}")
+        valid = [(sample.label, scorer.score(sample.path).p_fake) for sample in source.split("valid")]
+        valid = [(label, value) for label, value in valid if value is not None]
+        if len({label for label, _ in valid}) < 2:
+            raise DefaxError("--threshold auto needs scored validation videos of both classes")
+        threshold = choose_threshold([label for label, _ in valid], [value for _, value in valid], threshold_method)
+    else:
+        threshold = _threshold_value(threshold)
     scored, scores, frame_labels, frame_scores, timelines = [], [], [], [], []
     skipped = [{"path": path, "reason": reason} for path, reason in source.skipped]
     for sample in samples:
