@@ -176,3 +176,31 @@ def test_defax_evaluate_on_video_and_image_datasets_with_the_cross_table(video_d
     assert metrics["frame_level"]["count"] == 16
     rows = (out / "cross_dataset.csv").read_text().splitlines()
     assert rows[1].startswith("clips,2,2,") and rows[2].startswith(f"{tiny_demo.name},")
+
+
+def test_faces_extract_on_a_video_dataset_keeps_each_video_in_one_split(video_dataset, tmp_path, capsys):
+    import csv
+
+    from defax_keras.cli import main
+    from defax_keras.data.sources import load_source
+
+    out = tmp_path / "frames"
+    assert main(["faces", "extract", str(video_dataset), "-o", str(out), "--frames", "5", "--workers", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert "photos with no face: 1" in printed  # the empty room
+    with open(out / "frames.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 4 * 5
+    by_video = {}
+    for row in rows:
+        by_video.setdefault(row["video"], set()).add(row["split"])
+        assert (out / row["path"]).is_file() and row["path"].startswith(f"{row['split']}/{row['label']}/")
+    assert all(len(splits) == 1 for splits in by_video.values())  # a video's frames never straddle splits
+    assert sorted(int(r["frame"]) for r in rows if r["video"].endswith("clip0.mp4")) == list(np.linspace(0, 19, 5).astype(int))
+    source = load_source(out)
+    assert len(source.samples) == 20 and {s.label for s in source.samples} == {0, 1}
+    # resume: one crop removed is the only thing redone
+    victim = out / rows[0]["path"]
+    victim.unlink()
+    assert main(["faces", "extract", str(video_dataset), "-o", str(out), "--frames", "5", "--workers", "0"]) == 0
+    assert victim.is_file() and "(1 written now, 4 photo(s) done by an earlier run)" in capsys.readouterr().out

@@ -44,7 +44,14 @@ def cmd_faces_extract(args) -> int:
 
         return tqdm(total=total, unit="photo", file=sys.stderr, disable=total <= 8 or None, leave=False)
 
-    result = extract_faces(args.source, args.output, settings, workers=args.workers, overwrite=args.overwrite, progress=progress_bar)
+    from defax_keras.video.datasets import is_video_dataset
+
+    if args.source != "demo" and is_video_dataset(args.source):
+        from defax_keras.video.extract import extract_video_faces
+
+        result = extract_video_faces(args.source, args.output, settings, args.frames, workers=args.workers, overwrite=args.overwrite, progress=progress_bar)
+    else:
+        result = extract_faces(args.source, args.output, settings, workers=args.workers, overwrite=args.overwrite, progress=progress_bar)
     sys.stdout.write(format_extraction(result))
     return 0
 
@@ -59,7 +66,9 @@ def add_commands(commands) -> None:
         description="Find the faces in every image of a dataset (any layout --data takes), align and crop them, and write them "
         "as PNG files in the same split, class and CSV layout, with faces.json (the settings; training copies it into "
         "the run directory) and faces_report.csv (every file: faces found, crops written, errors). An interrupted run "
-        "resumes where it stopped when started again with the same options.",
+        "resumes where it stopped when started again with the same options. A video dataset (FaceForensics++, Celeb-DF v2, "
+        "DFDC, folders or a CSV of videos) gives N frames per video, each video's crops in one folder of one split "
+        "(frames.csv records the video and frame of every crop).",
     )
     extract.add_argument("source", metavar="SRC", help="dataset folder, CSV manifest, or 'demo'")
     extract.add_argument("--output", "-o", required=True, metavar="DST", help="folder for the face dataset (not inside SRC)")
@@ -70,5 +79,6 @@ def add_commands(commands) -> None:
     extract.add_argument("--alignment", choices=("ffhq", "box"), help="ffhq: the FFHQ crop from eyes and mouth (default); box: a square around the face")
     extract.add_argument("--margin", type=float, help="box alignment: the square's side over the face box's (default 1.3)")
     extract.add_argument("--workers", type=int, metavar="N", help="worker processes (default: one per CPU core; 0: this process)")
+    extract.add_argument("--frames", type=int, default=32, metavar="N", help="video datasets: frames sampled per video, evenly spaced (default 32)")
     extract.add_argument("--overwrite", action="store_true", help="redo every photo instead of resuming; also allows a DST with other settings or files")
     extract.set_defaults(func=cmd_faces_extract)

@@ -134,25 +134,25 @@ class _Extractor:
             image = decode_with_pil(Path(job.source).read_bytes())
             faces = self.detector.detect(image)
         except Exception as exc:  # noqa: BLE001 - one bad photo is reported, the run goes on
-            return {"source": job.source, "faces": 0, "files": [], "written": 0, "status": "failed", "error": _message(exc)}
+            return {"source": job.source, "faces": 0, "files": [], "written": 0, "status": "failed", "error": error_message(exc)}
         kept = faces[:1] if self.settings.mode != "all" else faces
         paths = self.crop_paths(job.target, len(kept))
         written = 0
         for face, path in zip(kept, paths):
             if overwrite or not os.path.exists(path):
                 s = self.settings
-                _write_png(align_face(image, face, s.crop_size, s.alignment, s.margin), path)
+                write_png(align_face(image, face, s.crop_size, s.alignment, s.margin), path)
                 written += 1
         status = "ok" if paths else "no face"
         return {"source": job.source, "faces": len(faces), "files": paths, "written": written, "status": status, "error": ""}
 
 
-def _message(exc: Exception) -> str:
+def error_message(exc: Exception) -> str:
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
     return " ".join(text.split())[:200]
 
 
-def _write_png(crop, path: str) -> None:
+def write_png(crop, path: str) -> None:
     """Write atomically: a killed run leaves a hidden `.part` file, never a truncated crop that looks finished."""
     from PIL import Image
 
@@ -186,7 +186,7 @@ def _work(job: _Job, overwrite: bool) -> dict:
 # --------------------------------------------------------------------------- the dataset
 
 
-def _is_within(path: Path, folder: Path) -> bool:
+def is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
@@ -247,10 +247,10 @@ def _write_csvs(source: DataSource, csvs, base: Path, output: Path, rows_by_sour
             record = rows_by_source.get(os.path.abspath(found)) if found else None
             for crop in record["files"] if record else ():
                 out_rows.append({**row, path_column: Path(os.path.relpath(output / crop, out_folder)).as_posix()})
-        _write_csv(output / csv_path.name, columns, out_rows)
+        write_csv(output / csv_path.name, columns, out_rows)
 
 
-def _write_csv(path: Path, columns, rows) -> None:
+def write_csv(path: Path, columns, rows) -> None:
     temporary = path.with_name(f".{path.name}.part")
     with open(temporary, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
@@ -259,7 +259,7 @@ def _write_csv(path: Path, columns, rows) -> None:
     os.replace(temporary, path)
 
 
-class _Journal:
+class Journal:
     """`faces_report.csv` while a run goes: one row appended per finished photo, read back on resume."""
 
     def __init__(self, path: Path):
@@ -273,7 +273,7 @@ class _Journal:
             self.writer.writeheader()
 
     def add(self, row: dict) -> None:
-        self.writer.writerow(_format_row(row))
+        self.writer.writerow(format_row(row))
         self.handle.flush()
 
     def close(self) -> None:
@@ -293,7 +293,7 @@ def _read_report(path: Path) -> dict[str, dict]:
     return rows
 
 
-def _format_row(row: dict) -> dict:
+def format_row(row: dict) -> dict:
     return {**row, "files": ";".join(row["files"])}
 
 
@@ -304,7 +304,7 @@ def _parse_row(row: dict) -> dict:
     return {**row, "faces": int(row["faces"]), "crops": int(row["crops"]), "files": files}
 
 
-def _prepare_output(output: Path, settings: FaceSettings, overwrite: bool) -> dict[str, dict]:
+def prepare_output(output: Path, settings: FaceSettings, overwrite: bool) -> dict[str, dict]:
     """Check DST can take this run; returns the rows an earlier run finished (for resuming)."""
     if output.exists() and not output.is_dir():
         raise DefaxError(f"--output {output} is a file; give a folder")
@@ -320,7 +320,7 @@ def _prepare_output(output: Path, settings: FaceSettings, overwrite: bool) -> di
             for row in _read_report(report).values():
                 for crop in row["files"]:
                     path = output / crop
-                    if _is_within(path.resolve(), output) and path.is_file():
+                    if is_within(path.resolve(), output) and path.is_file():
                         path.unlink()
             report.unlink()
         return {}
@@ -358,12 +358,12 @@ def extract_faces(data, output, settings: FaceSettings | None = None, workers: i
     source = load_source(data)
     root = Path(source.root).resolve()
     output = Path(os.path.expanduser(os.fspath(output))).resolve()
-    if _is_within(output, root):
+    if is_within(output, root):
         raise DefaxError(f"--output {output} is inside the source dataset {root}; write the crops somewhere else")
-    inside = next((s.path for s in source.samples if _is_within(Path(s.path).resolve(), output)), None)
+    inside = next((s.path for s in source.samples if is_within(Path(s.path).resolve(), output)), None)
     if inside:
         raise DefaxError(f"--output {output} holds source images (e.g. {inside}); write the crops somewhere else")
-    previous = _prepare_output(output, settings, overwrite)
+    previous = prepare_output(output, settings, overwrite)
     output.mkdir(parents=True, exist_ok=True)
     settings.save(output)
 
@@ -394,7 +394,7 @@ def extract_faces(data, output, settings: FaceSettings | None = None, workers: i
         path = os.path.abspath(skipped.path) if status == "unreadable" else skipped.path
         rows[path] = row_for(path, skipped.split, labels.get(path), faces=0, crops=0, status=status, error=skipped.reason, files=[])
 
-    journal = _Journal(output / REPORT_FILE)
+    journal = Journal(output / REPORT_FILE)
     bar = progress(len(jobs)) if progress else None
     written = 0
     try:
@@ -416,7 +416,7 @@ def extract_faces(data, output, settings: FaceSettings | None = None, workers: i
     ordered = [rows[p] for p in paths] + [row for p, row in rows.items() if p not in samples]
     csvs = _csv_files(source)
     _write_csvs(source, csvs, base, output, {row["source"]: row for row in ordered})
-    _write_csv(output / REPORT_FILE, REPORT_FIELDS, [_format_row(row) for row in ordered])
+    write_csv(output / REPORT_FILE, REPORT_FIELDS, [format_row(row) for row in ordered])
     manifest = csvs[0][0].name if csvs and csvs[0][1] is None else None
     found_by_name = manifest is None or manifest in _MANIFEST_NAMES
     return ExtractionResult(output, output if found_by_name else output / manifest, source.layout, settings, ordered,
