@@ -21,6 +21,7 @@ Rotation metadata (phones store portrait video sideways) is applied.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,18 +86,22 @@ class Frame:
     image: np.ndarray
 
 
-def _open(path):
+def _open(source):
+    """An open PyAV container for a path or the encoded bytes of a video (uploads stay in memory)."""
     av = require_av()
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(16)
-    except OSError as exc:
-        raise VideoFileError(f"cannot read file ({exc.strerror or exc})") from exc
+    if isinstance(source, (bytes, bytearray)):
+        header, target = bytes(source[:16]), io.BytesIO(source)
+    else:
+        try:
+            with open(source, "rb") as handle:
+                header = handle.read(16)
+        except OSError as exc:
+            raise VideoFileError(f"cannot read file ({exc.strerror or exc})") from exc
+        target = os.fspath(Path(source))
     if sniff_video(header) is None:
         raise VideoFileError("not a video (the content is not MP4/MOV, WebM/Matroska or AVI)")
     try:
-        container = av.open(os.fspath(path), metadata_errors="ignore")
+        container = av.open(target, metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise VideoFileError(f"unreadable video ({_reason(exc)})") from exc
     if not container.streams.video:
@@ -123,7 +128,7 @@ def _info(container) -> VideoInfo:
     return VideoInfo(stream.codec_context.width, stream.codec_context.height, fps, count, duration, 0, stream.codec_context.name)
 
 
-def probe(path) -> VideoInfo:
+def probe(path) -> VideoInfo:  # a path or encoded bytes
     """Size, frame rate, frame count, duration, rotation and codec of a video, from its container."""
     with _open(path) as container:
         info = _info(container)
@@ -159,7 +164,7 @@ def _decode(container, stream, limit: int, quiet: bool):
 
 
 def read_frames(path, frames: int = 32, fps: float | None = None, max_side: int = 1920, max_decoded: int = 20_000, max_samples: int = 1000) -> Iterator[Frame]:
-    """Sampled frames of the video at `path`, in order (`frames` evenly spaced, or `fps` per second).
+    """Sampled frames of the video at `path` (or its encoded bytes), in order (`frames` evenly spaced, or `fps` per second).
 
     Raises `VideoFileError` when the file is not a readable video or holds no
     frame; a file that breaks off midway yields the frames before the break.
