@@ -1,6 +1,7 @@
 """The web app: API, bad input and security (Flask test client), micro-batching, and the real page in headless Chromium."""
 
 import csv
+import importlib.util
 import io
 import os
 import shutil
@@ -17,7 +18,7 @@ from photos import background, iou, two_faces
 
 from defax_keras.data.files import decode_image_bytes
 from defax_keras.models import build_model
-from defax_keras.web.app import MAX_REQUEST_BYTES, create_app, neutralize_cell
+from defax_keras.web.app import MAX_REQUEST_BYTES, MAX_VIDEO_BYTES, MULTIPART_SLACK, create_app, neutralize_cell
 from defax_keras.web.batcher import MicroBatcher
 from defax_keras.web.server import build_service
 
@@ -54,7 +55,11 @@ def test_info_and_health(client):
     info = client.get("/api/info").json
     assert info["model"] == "simple_cnn_nano" and info["image_size"] == 112
     assert info["classes"] == ["real", "fake"] and info["explain"] == ["gradcam"]
-    assert info["max_request_bytes"] == MAX_REQUEST_BYTES and info["max_files"] == 64
+    assert info["max_request_bytes"] == MAX_VIDEO_BYTES + MULTIPART_SLACK and info["max_files"] == 64  # room for a video
+    assert info["threshold"] == 0.5
+    assert {key: info["video"][key] for key in ("max_bytes", "max_seconds", "max_frames", "frames", "aggregates")} == {
+        "max_bytes": 50 * 1024 * 1024, "max_seconds": 120.0, "max_frames": 128, "frames": 32, "aggregates": ["mean", "confident", "max"]}
+    assert info["video"]["available"] is (importlib.util.find_spec("av") is not None)
 
 
 def test_predict_keeps_upload_order_and_matches_the_model(client, service):
@@ -194,7 +199,7 @@ def test_exif_orientation_is_applied(client, service):
 
 
 def test_request_limits(service):
-    app = create_app(service, max_files=3)
+    app = create_app(service, max_files=3, max_video_bytes=1024 * 1024)  # a small video limit leaves the request limit at 20 MB
     client = app.test_client()
     response = client.post("/api/predict", data=b"x" * (MAX_REQUEST_BYTES + 1), content_type="multipart/form-data; boundary=b")
     assert response.status_code == 413 and "at most 20 MB" in response.json["error"]
@@ -294,6 +299,141 @@ def test_micro_batching_returns_each_request_its_own_row():
         rows = list(pool.map(lambda image: batcher.predict_many([image])[0], images))
     batcher.close()
     assert [row[0] for row in rows] == list(range(20))
+
+
+# --------------------------------------------------------------------------- videos
+
+CLIP_FRAMES = 16
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 320x240 MP4 of 16 frames (0.64 s at 25 fps): one real face drifting to the right."""
+    pytest.importorskip("av")
+    from videos import moving_faces, write_video
+
+    frames, _ = moving_faces(CLIP_FRAMES, size=(320, 240), people=(("astronaut", (0.3, 0.5), (0.7, 0.5), 90),))
+    return write_video(tmp_path_factory.mktemp("web_video") / "clip.mp4", frames)
+
+
+def _data_image(url: str, kind: str):
+    import base64
+
+    from PIL import Image
+
+    assert url.startswith(f"data:image/{kind};base64,")
+    return Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+
+
+def test_a_video_upload_gets_the_record_defax_predict_gives_and_a_crop_per_face(client, service, clip):
+    from defax_keras.inference.predict import predict_files
+    from defax_keras.video import VideoOptions
+
+    (result,) = _post(client, [("clip.mp4", clip.read_bytes())], "?frames=6").json["results"]
+    assert result["name"] == "clip.mp4" and result["kind"] == "video" and result["label"] in ("real", "fake")
+    assert result["frames"] == 6 and result["frames_scored"] == 6 and result["aggregate"] == "mean"
+    assert (result["width"], result["height"], result["duration"], result["fps"]) == (320, 240, 0.64, 25.0)
+    timeline = result["timeline"]
+    assert [f["index"] for f in timeline] == list(np.linspace(0, CLIP_FRAMES - 1, 6).astype(int))
+    assert [f["time"] for f in timeline] == [round(f["index"] / 25, 3) for f in timeline]
+    (track,) = result["tracks"]
+    assert track["frames"] == 6 and all(len(f["faces"]) == 1 and f["faces"][0]["track"] == track["track"] for f in timeline)
+    assert result["p_fake"] == pytest.approx(np.mean([f["p_fake"] for f in timeline]), abs=1e-5)
+    for face in (f["faces"][0] for f in timeline):
+        assert set(face) == {"track", "box", "confidence", "p_fake", "label", "crop"}  # no Grad-CAM unless asked
+        assert face["label"] == ("fake" if face["p_fake"] >= 0.5 else "real")
+        assert _data_image(face["crop"], "jpeg").size == (112, 112)  # the face's model input
+    boxes = [f["faces"][0]["box"] for f in timeline]
+    assert boxes[-1][0] > boxes[0][0] + 60  # the face moved right, and the boxes followed it
+    # the same numbers as `defax predict`, which gets none of the page's fields
+    (record,) = predict_files(service.predictor, [clip], faces=service.faces, video=VideoOptions(frames=6))
+    assert record["kind"] == "video" and set(record) == set(result) - {"name", "width", "height", "duration", "fps"} | {"path"}
+    assert record["p_fake"] == pytest.approx(result["p_fake"], abs=1e-5)
+    assert [set(face) for f in record["timeline"] for face in f["faces"]] == [{"track", "box", "confidence", "p_fake"}] * 6
+    assert [f["index"] for f in record["timeline"]] == [f["index"] for f in timeline]
+
+
+def test_video_aggregate_and_frames_are_per_request(client, clip):
+    (result,) = _post(client, [("clip.mp4", clip.read_bytes())], "?frames=5&video_aggregate=max").json["results"]
+    assert result["aggregate"] == "max" and result["frames"] == 5
+    assert result["p_fake"] == pytest.approx(max(f["p_fake"] for f in result["timeline"]), abs=1e-6)
+    assert result["tracks"][0]["p_fake"] == pytest.approx(result["p_fake"], abs=1e-6)
+
+
+def test_gradcam_is_drawn_on_every_video_face(client, clip):
+    (result,) = _post(client, [("clip.mp4", clip.read_bytes())], "?frames=3&explain=gradcam").json["results"]
+    faces = [face for f in result["timeline"] for face in f["faces"]]
+    assert len(faces) == 3 and "gradcam" not in result
+    for face in faces:
+        assert _data_image(face["gradcam"], "png").size == (112, 112)
+        assert isinstance(face["gradcam_blank"], bool) and ("gradcam_note" in face) == face["gradcam_blank"]
+
+
+def test_the_content_decides_not_the_name(client, clip):
+    frame = encode(background(320, 240), "JPEG")
+    photo, video = _post(client, [("photo.mp4", frame), ("video.jpg", clip.read_bytes())], "?frames=4").json["results"]
+    assert "kind" not in photo and photo["label"] == "no face" and photo["scored"] == "no-face"
+    assert video["kind"] == "video" and video["frames"] == 4
+
+
+def test_videos_over_the_limits_are_refused(service, clip):
+    data = clip.read_bytes()
+    small = create_app(service, max_video_bytes=len(data) - 1).test_client()
+    response = _post(small, [("photo.png", encode(pattern(40, 40), "PNG")), ("clip.mp4", data)])
+    assert response.status_code == 413 and response.json["error"].startswith("video 'clip.mp4' is ") and "per video" in response.json["error"]
+    assert small.get("/api/info").json["video"]["max_bytes"] == len(data) - 1
+    short = create_app(service, max_video_seconds=0.5).test_client()
+    response = _post(short, [("clip.mp4", data)])
+    assert response.status_code == 400 and response.json["error"] == "video 'clip.mp4' lasts 0.6 s: at most 0.5 s per video"
+    assert _post(create_app(service, max_video_seconds=0.7).test_client(), [("clip.mp4", data)], "?frames=2").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("?frames=0", "frames must be an integer from 1 to 128, got '0'"),
+        ("?frames=129", "frames must be an integer from 1 to 128, got '129'"),
+        ("?frames=many", "frames must be an integer from 1 to 128, got 'many'"),
+        ("?video_aggregate=median", "unknown video_aggregate='median'; one of mean, confident, max"),
+    ],
+)
+def test_bad_video_options_are_refused(client, query, message):
+    response = _post(client, [("a.png", encode(pattern(20, 20), "PNG"))], query)
+    assert response.status_code == 400 and response.json["error"] == message
+
+
+def test_broken_and_faceless_videos_are_per_file_results(client, clip, tmp_path):
+    from videos import write_video
+
+    corrupt = b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).integers(0, 255, 4000, dtype=np.uint8).tobytes()
+    room = write_video(tmp_path / "room.mp4", [background(160, 120)] * 8).read_bytes()
+    good, bad, faceless = _post(client, [("clip.mp4", clip.read_bytes()), ("bad.mp4", corrupt), ("room.webm", room)], "?frames=4").json["results"]
+    assert good["kind"] == "video" and good["p_fake"] is not None
+    assert set(bad) == {"name", "kind", "error"} and bad["error"].startswith("unreadable video"), bad
+    assert faceless["label"] == "no face" and faceless["p_fake"] is None and faceless["frames"] == 4 and faceless["frames_scored"] == 0
+    assert faceless["tracks"] == [] and all(f["faces"] == [] for f in faceless["timeline"])
+
+
+def test_without_pyav_a_video_gets_an_error_naming_the_extra(client, clip, monkeypatch):
+    from defax_keras.errors import DefaxError
+    from defax_keras.video import decode
+
+    def missing():
+        raise DefaxError('reading videos needs PyAV: pip install "defax-keras[video]"')
+
+    monkeypatch.setattr(decode, "require_av", missing)
+    photo, video = _post(client, [("a.png", encode(pattern(40, 40), "PNG")), ("clip.mp4", clip.read_bytes())]).json["results"]
+    assert "p_fake" in photo
+    assert video == {"name": "clip.mp4", "kind": "video", "error": 'reading videos needs PyAV: pip install "defax-keras[video]"'}
+
+
+def test_csv_export_counts_video_frames_and_tracks(client):
+    rows = [
+        {"name": "clip.mp4", "kind": "video", "label": "fake", "p_real": 0.2, "p_fake": 0.8, "frames": 12, "tracks": [{"track": 0}, {"track": 1}]},
+        {"name": "a.png", "label": "real", "p_real": 0.9, "p_fake": 0.1, "faces": [{"box": [1, 2, 3, 4]}]},
+    ]
+    table = list(csv.DictReader(io.StringIO(client.post("/api/export.csv", json={"results": rows}).get_data(as_text=True))))
+    assert [(r["kind"], r["frames"], r["tracks"], r["faces"]) for r in table] == [("video", "12", "2", ""), ("", "", "", "1")]
 
 
 # --------------------------------------------------------------------------- the page in a browser

@@ -108,7 +108,8 @@ def cmd_serve(args) -> int:
     from defax_keras.web.server import serve
 
     faces = face_settings(args, args.model_path)
-    serve(args.model_path, args.host, args.port, args.workers, batching=not args.no_batching, max_files=args.max_files, faces=faces)
+    serve(args.model_path, args.host, args.port, args.workers, batching=not args.no_batching, max_files=args.max_files, faces=faces,
+          max_video_mb=args.max_video_mb, max_video_seconds=args.max_video_seconds)
     return 0
 
 
@@ -147,6 +148,10 @@ def add_commands(commands) -> None:
     serve.add_argument("--port", type=int, default=8000, help="default 8000")
     serve.add_argument("--workers", type=int, default=8, help="request threads (default 8); the model runs on one batching thread")
     serve.add_argument("--max-files", type=int, default=64, help="files per request (default 64)")
+    serve.add_argument("--max-video-mb", type=float, default=50.0, metavar="MB", help="largest video upload (default 50; a larger one is refused with 413)")
+    serve.add_argument(
+        "--max-video-seconds", type=float, default=120.0, metavar="S", help="longest video upload (default 120; a longer one is refused with 400)"
+    )
     serve.add_argument("--no-batching", action="store_true", help="one model call per request (for comparison)")
     face_arguments(serve)
     serve.set_defaults(func=cmd_serve)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import importlib.util
 import io
 import logging
 import threading
@@ -22,11 +23,14 @@ from flask import Flask, Request, jsonify, request, send_from_directory
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from defax_keras import __version__
-from defax_keras.constants import CLASS_NAMES, IMAGE_EXTENSIONS
+from defax_keras.constants import CLASS_NAMES, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from defax_keras.data.formats import inspect_bytes
+from defax_keras.errors import DefaxError
 from defax_keras.faces.detector import FaceDetector
 from defax_keras.faces.scoring import FaceScorer
 from defax_keras.faces.settings import MODES, FaceSettings
+from defax_keras.video.decode import VideoFileError, probe, sniff_video
+from defax_keras.video.scoring import AGGREGATES, VideoOptions, VideoScorer
 from defax_keras.web.batcher import DirectPredictor, MicroBatcher, bucket_sizes
 
 logger = logging.getLogger(__name__)
@@ -38,6 +42,14 @@ MAX_REQUEST_BYTES = 20 * 1024 * 1024
 MAX_FILES = 64
 MAX_PIXELS = 40_000_000
 """Per image, read from the header before decoding (a few-KB PNG can claim 30000x30000)."""
+MAX_VIDEO_BYTES = 50 * 1024 * 1024
+MAX_VIDEO_SECONDS = 120.0
+MAX_VIDEO_FRAMES = 128
+"""`?frames=` at most: each sampled frame is detected, scored and sent back with its crops."""
+MULTIPART_SLACK = 1024 * 1024
+"""Room for the multipart envelope (and a few photos) beside a video of the largest size allowed."""
+CROP_SIDE = 112
+"""A video face's `crop` (the model input, for the page's click-to-inspect) is at most this many pixels a side."""
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -64,17 +76,16 @@ def neutralize_cell(value) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
-CSV_COLUMNS = ("name", "label", "p_real", "p_fake", "faces", "face_note", "error")
+CSV_COLUMNS = ("name", "kind", "label", "p_real", "p_fake", "faces", "face_note", "frames", "tracks", "error")
 
 
 def results_csv(results) -> str:
-    """The page's results as CSV; `faces` is written as a count (the page sends a count or the list)."""
+    """The page's results as CSV; `faces` and `tracks` are written as counts (the page sends counts or the lists)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in results:
-        faces = row.get("faces")
-        row = {**row, "faces": len(faces) if isinstance(faces, list) else faces}
+        row = {**row, **{key: len(row[key]) for key in ("faces", "tracks", "frames") if isinstance(row.get(key), list)}}
         writer.writerow([neutralize_cell(row.get(key)) for key in CSV_COLUMNS])
     return buffer.getvalue()
 
@@ -93,6 +104,53 @@ def _gradcam_targets(results, scored, threshold: float) -> list[tuple]:
             targets += [(entry, face.pixels, int(face.p_fake >= threshold)) for entry, face in zip(record["faces"], photo.faces)]
         elif photo.pixels is not None:
             targets.append((record, photo.pixels, int(photo.p_fake >= threshold)))
+    return targets
+
+
+def video_available() -> bool:
+    """Whether PyAV (the `video` extra) is installed: `/api/info` says so, so a page can tell before uploading."""
+    return importlib.util.find_spec("av") is not None
+
+
+def data_url(pixels, fmt: str = "JPEG", side: int | None = None) -> str:
+    """A model input (float `[S, S, 3]` in [0, 255]) as a data URL, scaled down to `side` pixels when larger."""
+    from PIL import Image
+
+    image = Image.fromarray(np.clip(np.asarray(pixels), 0, 255).round().astype(np.uint8))
+    if side is not None and max(image.size) > side:
+        image = image.resize((side, side), Image.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def video_result(score, info, threshold: float) -> dict:
+    """A video's JSON: `defax predict`'s record, the frame size its boxes refer to, and each face's `crop` for the page.
+
+    `info` is the upload's `VideoInfo` (from `probe`); frames wider than `max_side` were scaled down
+    while decoding, and the boxes are in those frames' pixels.
+    """
+    record = {"kind": "video", **score.record(threshold)}
+    if score.error is not None:
+        return record
+    scale = min(1.0, VideoOptions().max_side / max(info.width, info.height, 1))
+    record["width"], record["height"] = (max(2, round(info.width * scale)), max(2, round(info.height * scale))) if scale < 1 else (info.width, info.height)
+    record["duration"], record["fps"] = round(info.duration, 3), round(info.fps, 3)
+    for entry, frame in zip(record["timeline"], score.frames):
+        for face_entry, face in zip(entry["faces"], frame.faces):
+            face_entry["label"] = CLASS_NAMES[int(face.p_fake >= threshold)]
+            face_entry["crop"] = data_url(face.pixels, side=CROP_SIDE)
+    return record
+
+
+def _video_gradcam_targets(scored) -> list[tuple]:
+    """`(face json, model input, class)` for every face of every `(json, VideoScore)`: the page shows a frame's on click."""
+    targets = []
+    for record, score in scored:
+        if score.error is not None:
+            continue
+        for entry, frame in zip(record["timeline"], score.frames):
+            targets += [(face_entry, face.pixels, CLASS_NAMES.index(face_entry["label"])) for face_entry, face in zip(entry["faces"], frame.faces)]
     return targets
 
 
@@ -145,6 +203,11 @@ class DetectorService:
         )
         return scorer.score(uploads)
 
+    def score_video(self, data: bytes, settings: FaceSettings, options: VideoOptions):
+        """The `VideoScore` of an uploaded video (its encoded bytes), every face's model input kept for the page."""
+        scorer = FaceScorer(self.probabilities, self.image_size, settings, detector=self.detector, batch_size=self.max_batch, keep_pixels=True)
+        return VideoScorer.from_options(scorer, options).score(data)
+
     @property
     def can_explain(self) -> bool:
         from defax_keras.explain.model import explain_targets
@@ -184,9 +247,31 @@ class DetectorService:
         self.detector.close()
 
 
-def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request_bytes: int = MAX_REQUEST_BYTES) -> Flask:
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.3g} MB"
+
+
+def _video_options(args):
+    """`VideoOptions` from `?frames=` and `?video_aggregate=`, or the message of a 400."""
+    raw = args.get("frames") or "32"
+    try:
+        frames = int(raw)
+    except ValueError:
+        frames = 0
+    if not 1 <= frames <= MAX_VIDEO_FRAMES:
+        return f"frames must be an integer from 1 to {MAX_VIDEO_FRAMES}, got {raw!r}"
+    how = args.get("video_aggregate") or "mean"
+    if how not in AGGREGATES:
+        return f"unknown video_aggregate={how!r}; one of {', '.join(AGGREGATES)}"
+    return VideoOptions(frames=frames, aggregate=how)
+
+
+def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request_bytes: int = MAX_REQUEST_BYTES,
+               max_video_bytes: int = MAX_VIDEO_BYTES, max_video_seconds: float = MAX_VIDEO_SECONDS) -> Flask:
+    """The app. A request may carry `max_request_bytes`, or more when needed to let one video of `max_video_bytes` through."""
     app = Flask(__name__, static_folder=None)
     app.request_class = InMemoryRequest
+    max_request_bytes = max(max_request_bytes, max_video_bytes + MULTIPART_SLACK)
     app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
     app.config["MAX_FORM_PARTS"] = max_files + 16
     app.extensions["defax_service"] = service
@@ -200,7 +285,7 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_):
-        return _error(413, f"request too large: at most {max_request_bytes // (1024 * 1024)} MB and {max_files} files per request")
+        return _error(413, f"request too large: at most {_megabytes(max_request_bytes)} and {max_files} files per request")
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
@@ -225,6 +310,7 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
                 "model": service.name,
                 "image_size": service.image_size,
                 "classes": list(CLASS_NAMES),
+                "threshold": service.threshold,
                 "version": __version__,
                 "explain": ["gradcam"] if service.can_explain else [],
                 "max_files": max_files,
@@ -232,6 +318,15 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
                 "formats": list(ACCEPTED_EXTENSIONS),
                 "faces": service.faces.to_dict(),
                 "face_modes": list(MODES),
+                "video": {
+                    "available": video_available(),
+                    "formats": list(VIDEO_EXTENSIONS),
+                    "max_bytes": max_video_bytes,
+                    "max_seconds": max_video_seconds,
+                    "max_frames": MAX_VIDEO_FRAMES,
+                    "frames": VideoOptions().frames,
+                    "aggregates": list(AGGREGATES),
+                },
             }
         )
 
@@ -245,9 +340,12 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
         faces = request.args.get("faces")
         if faces not in (None, "") and faces not in MODES:
             return _error(400, f"unknown faces={faces!r}; one of {', '.join(MODES)}")
+        options = _video_options(request.args)
+        if isinstance(options, str):
+            return _error(400, options)
         files = request.files.getlist("files")
         if not files:
-            return _error(400, "no files: send images as multipart form field 'files'")
+            return _error(400, "no files: send images or videos as multipart form field 'files'")
         if len(files) > max_files:
             return _error(413, f"too many files: {len(files)} sent, at most {max_files} per request")
         names, uploads = [], []
@@ -257,17 +355,43 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
                 uploads.append(upload.read())
             finally:
                 upload.close()
-        scored = service.score(uploads, service.settings_for(faces), keep_pixels=explain == "gradcam")
-        results = []
-        for name, data, photo in zip(names, uploads, scored):
-            record = {"name": name, **photo.record(service.threshold)}
+        videos = [sniff_video(data[:16]) is not None for data in uploads]  # the content decides, never the name
+        infos: dict[int, object] = {}
+        results: list = [None] * len(uploads)
+        for index in (i for i, flag in enumerate(videos) if flag):
+            name, data = names[index], uploads[index]
+            if len(data) > max_video_bytes:
+                return _error(413, f"video {name!r} is {_megabytes(len(data))}: at most {_megabytes(max_video_bytes)} per video")
+            try:
+                infos[index] = info = probe(data)
+            except (VideoFileError, DefaxError) as exc:  # unreadable, or PyAV missing: this file's own error
+                results[index] = {"name": name, "kind": "video", "error": str(exc)}
+                continue
+            if info.duration > max_video_seconds:
+                return _error(400, f"video {name!r} lasts {info.duration:.1f} s: at most {max_video_seconds:g} s per video")
+        settings = service.settings_for(faces)
+        keep = explain == "gradcam"
+        images = [i for i, flag in enumerate(videos) if not flag]
+        scored = service.score([uploads[i] for i in images], settings, keep_pixels=keep) if images else []
+        for index, photo in zip(images, scored):
+            record = {"name": names[index], **photo.record(service.threshold)}
             if photo.error is None:
                 record.setdefault("faces", [])
                 record["scored"] = photo.scored
-                record["width"], record["height"] = image_size_of(data)
-            results.append(record)
-        if explain == "gradcam":
-            explained = _gradcam_targets(results, scored, service.threshold)
+                record["width"], record["height"] = image_size_of(uploads[index])
+            results[index] = record
+        video_scores = []
+        for index, info in infos.items():
+            try:
+                score = service.score_video(uploads[index], settings, options)
+            except DefaxError as exc:
+                results[index] = {"name": names[index], "kind": "video", "error": str(exc)}
+                continue
+            results[index] = {"name": names[index], **video_result(score, info, service.threshold)}
+            video_scores.append((results[index], score))
+        if keep:
+            explained = _gradcam_targets([results[i] for i in images], scored, service.threshold)
+            explained += _video_gradcam_targets(video_scores)
             if explained:
                 overlays = service.gradcam_overlays([pixels for _, pixels, _ in explained], [cls for _, _, cls in explained])
                 for (target, _, _), (url, blank) in zip(explained, overlays):
