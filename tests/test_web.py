@@ -552,16 +552,77 @@ def test_the_page_in_headless_chromium(live_server, browser, tmp_path, group_pho
     assert [r["faces"] for r in rows] == ["", "", "2", "0"] and rows[3]["label"] == "no face"
 
 
+def test_the_page_charts_a_video_and_opens_a_frame(live_server, browser, tmp_path, clip):
+    """A video's card: verdict chip, counts, one chart line per track with a point per frame; a click shows that frame's face and Grad-CAM."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+    from videos import write_video
+
+    room = write_video(tmp_path / "upload" / "room.webm.mp4", [background(160, 120)] * 8)
+    browser.get(live_server + "/")
+    _wait(lambda: "simple_cnn_nano" in browser.find_element(By.ID, "model-info").text)
+    assert "videos (.mp4" in browser.find_element(By.ID, "limits").text and "50 MB and 120 s" in browser.find_element(By.ID, "limits").text
+    browser.find_element(By.ID, "explain-toggle").click()
+    frames = browser.find_element(By.ID, "video-frames")
+    frames.clear()
+    frames.send_keys("6")
+    Select(browser.find_element(By.ID, "video-aggregate")).select_by_value("max")
+    browser.find_element(By.ID, "file-input").send_keys(f"{clip}\n{room}")
+    cards = _wait(lambda: len(browser.find_elements(By.CSS_SELECTOR, ".card")) == 2 and browser.find_elements(By.CSS_SELECTOR, ".card"))
+    video, faceless = cards
+    assert "video-card" in video.get_attribute("class") and video.find_element(By.CSS_SELECTOR, ".name").text == "clip.mp4"
+    assert video.find_element(By.CSS_SELECTOR, ".verdict-chip").text in ("Real", "Fake")
+    summary = video.find_element(By.CSS_SELECTOR, ".video-summary").text
+    assert "6 of 6 sampled frames with a face" in summary and "1 face track" in summary, summary
+    assert "P(fake)" in video.find_element(By.CSS_SELECTOR, ".track-list").text
+    assert len(video.find_elements(By.CSS_SELECTOR, ".chart .track-line")) == 1 and video.find_elements(By.CSS_SELECTOR, ".chart .threshold")
+    points = video.find_elements(By.CSS_SELECTOR, ".chart .point")
+    assert len(points) == 6 and {point.get_attribute("data-track") for point in points} == {"0"}
+    assert [point.get_attribute("data-frame") for point in points] == [str(i) for i in np.linspace(0, CLIP_FRAMES - 1, 6).astype(int)]
+    shown = [float(point.get_attribute("aria-label").rsplit(" ", 1)[1].rstrip("%")) / 100 for point in points]
+    plotted = [1 - (float(point.get_attribute("cy")) - 12) / 160 for point in points]  # the chart's y axis: 0 at y=172, 1 at y=12
+    assert plotted == pytest.approx(shown, abs=6e-4)
+    meter = float(video.find_element(By.CSS_SELECTOR, "meter.confidence").get_attribute("value"))
+    assert meter == pytest.approx(max(shown), abs=6e-4)  # video_aggregate=max was sent: the most suspicious frame's
+    detail = video.find_element(By.CSS_SELECTOR, ".frame-detail")
+    assert not detail.is_displayed()
+    points[3].click()
+    assert detail.is_displayed() and "selected" in points[3].get_attribute("class")
+    assert video.find_element(By.CSS_SELECTOR, ".frame-text").text.startswith("0.36 s (frame 9) · track 1 · ")
+    crop = video.find_element(By.CSS_SELECTOR, ".frame-crop")
+    gradcam = video.find_element(By.CSS_SELECTOR, ".frame-gradcam")
+    assert crop.get_attribute("src").startswith("data:image/jpeg;base64,") and gradcam.get_attribute("src").startswith("data:image/png;base64,")
+    assert crop.is_displayed() and gradcam.is_displayed()
+    assert _wait(lambda: all(browser.execute_script("return arguments[0].naturalWidth", image) == 112 for image in (crop, gradcam)))
+    first = crop.get_attribute("src")
+    points[0].click()
+    assert video.find_element(By.CSS_SELECTOR, ".frame-text").text.startswith("0 s (frame 0)") and crop.get_attribute("src") != first
+    assert "noface" in faceless.get_attribute("class") and faceless.find_element(By.CSS_SELECTOR, ".verdict").text == "No face found"
+    assert "No face in any of the 6 sampled frames" in faceless.find_element(By.CSS_SELECTOR, ".face-note").text
+    assert not faceless.find_elements(By.CSS_SELECTOR, ".chart")
+    artefacts = Path(os.environ.get("DEFAX_TEST_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+    artefacts.mkdir(parents=True, exist_ok=True)
+    browser.execute_script("arguments[0].scrollIntoView()", video)
+    video.screenshot(str(artefacts / "web_video.png"))
+    assert (artefacts / "web_video.png").stat().st_size > 10_000
+    browser.find_element(By.ID, "export-csv").click()
+    exported = _wait(lambda: [p for p in (tmp_path / "downloads").glob("*.csv")] if (tmp_path / "downloads").is_dir() else None)
+    rows = list(csv.DictReader(exported[0].open()))
+    assert [(r["name"], r["kind"], r["frames"], r["tracks"], r["label"]) for r in rows][1] == ("room.webm.mp4", "video", "6", "0", "no face")
+    assert (rows[0]["kind"], rows[0]["frames"], rows[0]["tracks"]) == ("video", "6", "1")
+
+
 def test_the_page_shows_a_refused_upload(live_server, browser, tmp_path):
     from selenium.webdriver.common.by import By
 
     browser.get(live_server + "/")
     _wait(lambda: "simple_cnn_nano" in browser.find_element(By.ID, "model-info").text)
     big = tmp_path / "huge.png"
-    big.write_bytes(b"\x89PNG" + os.urandom(MAX_REQUEST_BYTES + 1024))
+    limit = MAX_VIDEO_BYTES + MULTIPART_SLACK  # the request limit lets the largest video through
+    big.write_bytes(b"\x89PNG" + os.urandom(limit + 1024))
     browser.find_element(By.ID, "file-input").send_keys(str(big))
     error = _wait(lambda: browser.find_element(By.ID, "error").text)
-    assert "too large" in error and "20 MB" in error
+    assert "too large" in error and f"{round(limit / 1048576)} MB" in error
 
 
 def test_serve_binds_to_loopback_by_default_and_checks_its_arguments(model_path):

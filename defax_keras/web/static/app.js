@@ -1,6 +1,7 @@
 "use strict";
-// DeFaX page: uploads images to /api/predict and shows one card per image, with a box and a
-// verdict chip over every face found. File names are data: they are only ever written with textContent.
+// DeFaX page: uploads images and videos to /api/predict and shows one card per file: a photo gets a box and a
+// verdict chip over every face found, a video a chart of P(fake) over time per face track whose points open
+// that frame's face. File names are data: they are only ever written with textContent.
 
 const state = { results: [], info: null, nextId: 0 };
 const $ = (id) => document.getElementById(id);
@@ -21,7 +22,17 @@ async function loadInfo() {
     state.info = await response.json();
     const mb = Math.round(state.info.max_request_bytes / (1024 * 1024));
     $("model-info").textContent = `Model ${state.info.model} · ${state.info.image_size}px · DeFaX-Keras ${state.info.version}`;
-    $("limits").textContent = `${state.info.formats.join(" ")} · up to ${state.info.max_files} files and ${mb} MB per upload`;
+    const video = state.info.video;
+    const videos = !video
+      ? ""
+      : video.available
+        ? ` · videos (${video.formats.join(" ")}) up to ${Math.round(video.max_bytes / 1048576)} MB and ${video.max_seconds} s`
+        : ' · videos need PyAV on the server: pip install "defax-keras[video]"';
+    $("limits").textContent = `${state.info.formats.join(" ")} · up to ${state.info.max_files} files and ${mb} MB per upload${videos}`;
+    if (video) {
+      $("video-frames").max = String(video.max_frames);
+      $("video-frames").value = String(video.frames);
+    }
     const faces = state.info.faces;
     if (faces) {
       $("faces-mode").options[0].textContent = `server default (${faces.mode}; a photo's verdict is its faces' ${faces.aggregate})`;
@@ -56,7 +67,10 @@ async function upload(fileList) {
   const query = new URLSearchParams();
   if ($("explain-toggle").checked) query.set("explain", "gradcam");
   if ($("faces-mode").value) query.set("faces", $("faces-mode").value);
-  setStatus(`Analysing ${files.length} image${files.length > 1 ? "s" : ""}…`);
+  const frames = $("video-frames").value;
+  if (frames && !(info && info.video && frames === String(info.video.frames))) query.set("frames", frames);
+  if ($("video-aggregate").value !== "mean") query.set("video_aggregate", $("video-aggregate").value);
+  setStatus(`Analysing ${files.length} file${files.length > 1 ? "s" : ""}…`);
   try {
     const search = query.toString();
     const response = await fetch(`/api/predict${search ? `?${search}` : ""}`, { method: "POST", body: form });
@@ -77,7 +91,7 @@ async function upload(fileList) {
     const failed = payload.results.filter((r) => r.error).length;
     const faceless = payload.results.filter((r) => r.label === "no face").length;
     const notes = [failed ? `${failed} could not be read` : "", faceless ? `no face found in ${faceless}` : ""].filter(Boolean);
-    setStatus(`${payload.results.length} image${payload.results.length > 1 ? "s" : ""} analysed${notes.length ? `, ${notes.join(", ")}` : ""}.`);
+    setStatus(`${payload.results.length} file${payload.results.length > 1 ? "s" : ""} analysed${notes.length ? `, ${notes.join(", ")}` : ""}.`);
     render();
   } catch (error) {
     showError(`Upload failed: ${error.message}`);
@@ -150,6 +164,7 @@ function faceItem(face, index) {
 }
 
 function card(result) {
+  if (result.kind === "video") return videoCard(result);
   const node = $("card-template").content.firstElementChild.cloneNode(true);
   node.dataset.id = String(result.id);
   node.querySelector(".name").textContent = result.name;
@@ -214,16 +229,178 @@ function card(result) {
   return node;
 }
 
+// ---------------------------------------------------------------- videos
+
+const SVG = "http://www.w3.org/2000/svg";
+const CHART = { width: 600, height: 200, left: 40, right: 12, top: 12, bottom: 28 };
+
+function svg(name, attributes, parent) {
+  const element = document.createElementNS(SVG, name);
+  Object.entries(attributes).forEach(([key, value]) => element.setAttribute(key, String(value)));
+  if (parent) parent.appendChild(element);
+  return element;
+}
+
+function svgText(parent, x, y, text, className) {
+  const element = svg("text", { x, y, class: className }, parent);
+  element.textContent = text;
+  return element;
+}
+
+const seconds = (t) => `${Number(t.toFixed(2))} s`;
+
+// P(fake) over time, one line per face track, with the threshold; each point opens its frame's face.
+function timelineChart(result, onPick) {
+  const { width, height, left, right, top, bottom } = CHART;
+  const end = Math.max(result.duration || 0, ...result.timeline.map((f) => f.time)) || 1;
+  const x = (t) => left + ((width - left - right) * t) / end;
+  const y = (p) => top + (height - top - bottom) * (1 - p);
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img" });
+  svg("title", {}, chart).textContent = "P(fake) over time per face track";
+  svg("line", { x1: left, y1: y(0), x2: width - right, y2: y(0), class: "axis" }, chart);
+  svg("line", { x1: left, y1: y(0), x2: left, y2: y(1), class: "axis" }, chart);
+  [0, 0.5, 1].forEach((p) => svgText(chart, left - 6, y(p) + 4, p.toFixed(1), "tick y-tick"));
+  svgText(chart, left, height - 8, "0 s", "tick");
+  svgText(chart, width - right, height - 8, seconds(end), "tick x-end");
+  svgText(chart, (left + width - right) / 2, height - 8, "time", "tick x-label");
+  const threshold = state.info && typeof state.info.threshold === "number" ? state.info.threshold : 0.5;
+  svg("line", { x1: left, y1: y(threshold), x2: width - right, y2: y(threshold), class: "threshold" }, chart);
+  svgText(chart, width - right, y(threshold) - 4, `threshold ${threshold}`, "tick threshold-label");
+  result.tracks.forEach((track, order) => {
+    const colour = `track-${order % 6}`;
+    const points = [];
+    result.timeline.forEach((frame, frameIndex) => {
+      frame.faces.forEach((face, faceIndex) => {
+        if (face.track === track.track) points.push({ frame, frameIndex, face, faceIndex });
+      });
+    });
+    svg("polyline", { points: points.map(({ frame, face }) => `${x(frame.time)},${y(face.p_fake)}`).join(" "), class: `track-line ${colour}` }, chart);
+    points.forEach((point) => {
+      const { frame, face } = point;
+      const label = `Track ${track.track + 1}, ${seconds(frame.time)} (frame ${frame.index}): P(fake) ${percent(face.p_fake)}`;
+      const dot = svg("circle", { cx: x(frame.time), cy: y(face.p_fake), r: 5, class: `point ${colour}`, tabindex: 0, role: "button", "aria-label": label }, chart);
+      dot.dataset.track = String(track.track);
+      dot.dataset.frame = String(frame.index);
+      svg("title", {}, dot).textContent = label;
+      const pick = () => {
+        chart.querySelectorAll(".point.selected").forEach((other) => other.classList.remove("selected"));
+        dot.classList.add("selected");
+        onPick(point, track);
+      };
+      dot.addEventListener("click", pick);
+      dot.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" || event.key === " ") {
+          event.preventDefault();
+          pick();
+        }
+      });
+    });
+  });
+  return chart;
+}
+
+function showFrame(node, result, { frame, face }, track) {
+  const detail = node.querySelector(".frame-detail");
+  const crop = detail.querySelector(".frame-crop");
+  crop.src = face.crop;
+  crop.alt = `Face of track ${track.track + 1} at ${seconds(frame.time)}`;
+  const figure = detail.querySelector(".frame-gradcam-figure");
+  const gradcam = detail.querySelector(".frame-gradcam");
+  const note = detail.querySelector(".frame-gradcam-note");
+  figure.hidden = !face.gradcam;
+  note.hidden = !face.gradcam_blank;
+  if (face.gradcam) {
+    gradcam.src = face.gradcam;
+    gradcam.alt = `Grad-CAM of track ${track.track + 1} at ${seconds(frame.time)}`;
+    if (face.gradcam_blank) note.textContent = `Grad-CAM is blank: ${face.gradcam_note || "the map is all zero"}.`;
+  }
+  const text = detail.querySelector(".frame-text");
+  const verdict = document.createElement("span");
+  verdict.className = face.label;
+  verdict.textContent = title(face.label);
+  text.replaceChildren(`${seconds(frame.time)} (frame ${frame.index}) · track ${track.track + 1} · `, verdict, ` · P(fake) ${percent(face.p_fake)}`);
+  detail.hidden = false;
+  const preview = node.querySelector(".preview");
+  if (preview.readyState > 0) {
+    preview.pause();
+    preview.currentTime = frame.time;
+  }
+}
+
+function videoCard(result) {
+  const node = $("video-card-template").content.firstElementChild.cloneNode(true);
+  node.dataset.id = String(result.id);
+  node.querySelector(".name").textContent = result.name;
+  const preview = node.querySelector(".preview");
+  preview.src = result.thumbnail;
+  const verdict = node.querySelector(".verdict");
+  if (result.error) {
+    node.classList.add("failed");
+    verdict.textContent = `Error: ${result.error}`;
+    node.querySelector(".probabilities").hidden = true;
+    node.querySelector(".video-summary").hidden = true;
+    return node;
+  }
+  const scored = `${result.frames_scored} of ${result.frames} sampled frame${result.frames === 1 ? "" : "s"} with a face`;
+  const tracks = `${result.tracks.length} face track${result.tracks.length === 1 ? "" : "s"}`;
+  node.querySelector(".video-summary").textContent = `Video · ${seconds(result.duration || 0)} · ${scored} · ${tracks}`;
+  if (result.label === "no face") {
+    node.classList.add("noface");
+    verdict.textContent = "No face found";
+    node.querySelector(".probabilities").hidden = true;
+    const note = node.querySelector(".face-note");
+    note.textContent = `No face in any of the ${result.frames} sampled frames: nothing was scored.`;
+    note.hidden = false;
+    return node;
+  }
+  node.classList.add(result.label);
+  const chip = document.createElement("span");
+  chip.className = `verdict-chip ${result.label}`;
+  chip.textContent = title(result.label);
+  verdict.replaceChildren(chip, ` · ${percent(Math.max(result.p_real, result.p_fake))} confident`);
+  node.querySelector(".p-real").textContent = `real ${percent(result.p_real)}`;
+  node.querySelector(".p-fake").textContent = `fake ${percent(result.p_fake)}`;
+  const meter = node.querySelector(".confidence");
+  meter.value = result.p_fake;
+  meter.title = `P(fake) = ${result.p_fake.toFixed(4)}, the ${result.aggregate} over frames`;
+  const timeline = node.querySelector(".timeline");
+  timeline.replaceChildren(timelineChart(result, (point, track) => showFrame(node, result, point, track)));
+  timeline.hidden = false;
+  const list = node.querySelector(".track-list");
+  list.replaceChildren(
+    ...result.tracks.map((track, order) => {
+      const item = document.createElement("li");
+      const swatch = document.createElement("span");
+      swatch.className = `swatch track-${order % 6}`;
+      const label = document.createElement("span");
+      label.className = track.label;
+      label.textContent = title(track.label);
+      item.append(swatch, `Track ${track.track + 1} · `, label, ` · P(fake) ${percent(track.p_fake)} · ${track.frames} frame${track.frames === 1 ? "" : "s"}`);
+      return item;
+    }),
+  );
+  list.hidden = false;
+  const note = node.querySelector(".face-note");
+  note.textContent = "Click a point to see the face the model saw in that frame.";
+  note.hidden = false;
+  return node;
+}
+
 function render() {
   const container = $("results");
   container.replaceChildren(...visibleResults().map(card));
   $("controls").hidden = state.results.length === 0;
 }
 
-// What the exports carry: the verdicts and each face's box and score (not the Grad-CAM images).
+// What the exports carry: the verdicts and each face's box and score (not the crops or Grad-CAM images).
 function exportable() {
-  return state.results.map(({ name, label, p_real, p_fake, faces, face_note, scored, error }) => {
-    if (error) return { name, error };
+  return state.results.map(({ name, kind, label, p_real, p_fake, faces, face_note, scored, error, ...video }) => {
+    if (error) return kind ? { name, kind, error } : { name, error };
+    if (kind === "video") {
+      const { frames, frames_scored, aggregate, tracks, timeline } = video;
+      const plain = timeline.map((frame) => ({ ...frame, faces: frame.faces.map(({ crop, gradcam, gradcam_blank, gradcam_note, ...face }) => face) }));
+      return { name, kind, label, p_real, p_fake, frames, frames_scored, aggregate, tracks, timeline: plain };
+    }
     const row = { name, label, p_real, p_fake };
     if (scored !== "whole") row.faces = (faces || []).map(({ gradcam, gradcam_blank, gradcam_note, ...face }) => face);
     return face_note ? { ...row, face_note } : row;
