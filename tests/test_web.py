@@ -625,13 +625,32 @@ def test_the_page_shows_a_refused_upload(live_server, browser, tmp_path):
     assert "too large" in error and f"{round(limit / 1048576)} MB" in error
 
 
-def test_serve_binds_to_loopback_by_default_and_checks_its_arguments(model_path):
-    from defax_keras.cli import build_parser
+def test_serve_binds_to_loopback_by_default_and_checks_its_arguments(model_path, monkeypatch):
+    from defax_keras.cli import build_parser, main
     from defax_keras.errors import DefaxError
     from defax_keras.web.server import serve
 
     args = build_parser().parse_args(["serve", "-m", str(model_path)])
     assert (args.host, args.port, args.workers, args.max_files) == ("127.0.0.1", 8000, 8, 64)
+    assert (args.max_video_mb, args.max_video_seconds) == (50.0, 120.0)
+    args = build_parser().parse_args(["serve", "-m", str(model_path), "--max-video-mb", "5", "--max-video-seconds", "30"])
+    assert (args.max_video_mb, args.max_video_seconds) == (5.0, 30.0)
+    calls = []
+    monkeypatch.setattr("defax_keras.web.server.serve", lambda *args, **kwargs: calls.append(kwargs))
+    assert main(["serve", "-m", str(model_path), "--max-video-mb", "5", "--max-video-seconds", "30"]) == 0
+    assert (calls[0]["max_video_mb"], calls[0]["max_video_seconds"]) == (5.0, 30.0)
+    monkeypatch.undo()
+    served = []
+    monkeypatch.setattr("waitress.serve", lambda app, **kwargs: served.append((app, kwargs)))
+    serve(model_path, max_video_mb=2, max_video_seconds=9, announce=lambda line: None)
+    ((app, kwargs),) = served
+    info = app.test_client().get("/api/info").json
+    assert (info["video"]["max_bytes"], info["video"]["max_seconds"], info["max_request_bytes"]) == (2 * 1024 * 1024, 9, 20 * 1024 * 1024)
+    assert kwargs["max_request_body_size"] > app.config["MAX_CONTENT_LENGTH"]
+    with pytest.raises(DefaxError, match="--max-video-mb must be positive"):
+        serve(model_path, max_video_mb=0)
+    with pytest.raises(DefaxError, match="--max-video-seconds must be positive"):
+        serve(model_path, max_video_seconds=-1)
     with pytest.raises(DefaxError, match="--port must be between"):
         serve(model_path, port=70000)
     with pytest.raises(DefaxError, match="--workers must be positive"):
