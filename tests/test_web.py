@@ -402,14 +402,33 @@ def test_bad_video_options_are_refused(client, query, message):
     assert response.status_code == 400 and response.json["error"] == message
 
 
+def _audio_only_mp4() -> bytes:
+    """A few frames of silence in an MP4 container: the header says video container, the file holds no video stream."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for _ in range(5):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
 def test_broken_and_faceless_videos_are_per_file_results(client, clip, tmp_path):
     from videos import write_video
 
     corrupt = b"\x00\x00\x00\x18ftypmp42" + np.random.default_rng(0).integers(0, 255, 4000, dtype=np.uint8).tobytes()
     room = write_video(tmp_path / "room.mp4", [background(160, 120)] * 8).read_bytes()
-    good, bad, faceless = _post(client, [("clip.mp4", clip.read_bytes()), ("bad.mp4", corrupt), ("room.webm", room)], "?frames=4").json["results"]
+    files = [("clip.mp4", clip.read_bytes()), ("bad.mp4", corrupt), ("room.webm", room), ("song.m4a", _audio_only_mp4())]
+    good, bad, faceless, audio = _post(client, files, "?frames=4").json["results"]
     assert good["kind"] == "video" and good["p_fake"] is not None
     assert set(bad) == {"name", "kind", "error"} and bad["error"].startswith("unreadable video"), bad
+    assert audio == {"name": "song.m4a", "kind": "video", "error": "no video stream (an audio-only or empty file?)"}
     assert faceless["label"] == "no face" and faceless["p_fake"] is None and faceless["frames"] == 4 and faceless["frames_scored"] == 0
     assert faceless["tracks"] == [] and all(f["faces"] == [] for f in faceless["timeline"])
 

@@ -138,8 +138,8 @@ def add_commands(commands) -> None:
 
     serve = commands.add_parser(
         "serve",
-        help="the web page and JSON API (drag and drop, Grad-CAM, CSV/JSON export)",
-        description="Serve a model on a web page and a JSON API (POST /api/predict with multipart field 'files'; "
+        help="the web page and JSON API for images and videos (drag and drop, Grad-CAM, CSV/JSON export)",
+        description="Serve a model on a web page and a JSON API (POST /api/predict with multipart field 'files', images and videos; "
         "GET /api/info, /healthz) with waitress. The model is loaded and warmed up before the port opens; "
         "concurrent requests are micro-batched onto it.",
     )
