@@ -70,7 +70,7 @@ def main() -> int:
         n = args.frames
         stages = {
             "decode": lambda: [f for f in read_frames(clip, n)],
-            "decode+detect": lambda: detect_only.score_images([f.image for f in read_frames(clip, n)]),
+            "decode+detect": lambda: [detect_only.prepare_image(f.image) for f in read_frames(clip, n)],
             "decode+detect+model": lambda: full.score(clip),
         }
         seconds = {name: timed(function) for name, function in stages.items()}

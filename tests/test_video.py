@@ -97,6 +97,14 @@ def test_large_frames_are_scaled_while_decoding(tmp_path):
     assert [im.shape for im in images] == [(540, 960, 3)] * 2
 
 
+def test_frames_beyond_the_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    """Frames over MAX_FRAME_PIXELS (8192x8192) are refused from the header; shown here with a lowered limit."""
+    path = write_video(tmp_path / "wide.mp4", [np.zeros((64, 96, 3), np.uint8)] * 2)
+    monkeypatch.setattr(decode_module, "MAX_FRAME_PIXELS", 64 * 95)
+    with pytest.raises(VideoFileError, match="frames too large"):
+        list(read_frames(path, 2))
+
+
 def test_decoding_stops_after_its_budget(tmp_path, monkeypatch):
     """One keyframe and many tiny frames: the decoder gives up after max_decoded frames instead of running on."""
     path = tmp_path / "endless.mkv"

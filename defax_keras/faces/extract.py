@@ -344,10 +344,15 @@ def extract_faces(data, output, settings: FaceSettings | None = None, workers: i
         An `ExtractionResult`; DST holds the crops, `faces.json` and `faces_report.csv`.
 
     Example:
+        >>> from PIL import Image
+        >>> from skimage import data as samples              # photos that ship with scikit-image
+        >>> for folder, photo in (("real", samples.astronaut()), ("fake", samples.astronaut()[:, ::-1])):
+        ...     Path("photos", folder).mkdir(parents=True, exist_ok=True)
+        ...     Image.fromarray(photo).save(f"photos/{folder}/{folder}.jpg")
         >>> from defax_keras.faces.extract import extract_faces
-        >>> result = extract_faces("photos", "faces")      # photos/{train,valid,test}/{real,fake}/...
+        >>> result = extract_faces("photos", "faces", workers=0)   # photos/{real,fake}/... -> faces/{real,fake}/...
         >>> result.crops, result.no_face, len(result.failed)
-        (118, 2, 0)
+        (2, 0, 0)
     """
     started = time.perf_counter()
     settings = settings or FaceSettings(mode="largest")

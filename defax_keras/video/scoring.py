@@ -152,19 +152,25 @@ class VideoScorer:
         return cls(scorer.p_fake, scorer.image_size, scorer.settings, options.frames, options.fps, options.aggregate, options.max_side, scorer=scorer)
 
     def score(self, path) -> VideoScore:
-        """The `VideoScore` of the video at `path`; a file that is not a usable video gives one with `error`."""
+        """The `VideoScore` of the video at `path` (or its bytes); a file that is not a usable video gives one with `error`.
+
+        Each frame is turned into its face crops as soon as it is decoded, so
+        only crops wait for the model (in batches), never whole frames.
+        """
         scored: list[FrameScore] = []
-        pending = []
+        pending, inputs = [], 0
         try:
             for frame in read_frames(path, self.frames, self.fps, self.max_side):
-                pending.append(frame)
-                if len(pending) == self.scorer.batch_size:
-                    scored.extend(self._score_frames(pending))
-                    pending = []
-            scored.extend(self._score_frames(pending))
+                prepared = self.scorer.prepare_image(frame.image)
+                pending.append((frame.index, frame.time, prepared))
+                inputs += len(prepared[1])
+                if inputs >= self.scorer.batch_size:
+                    scored.extend(self._complete(pending))
+                    pending, inputs = [], 0
         except VideoFileError as exc:
-            if not scored:
+            if not scored and not pending:
                 return VideoScore(aggregate=self.aggregate, error=str(exc))
+        scored.extend(self._complete(pending))
         ids = link_tracks([[face.face.box for face in frame.faces] for frame in scored])
         per_track: dict[int, list[float]] = {}
         for frame, frame_ids in zip(scored, ids):
@@ -179,8 +185,8 @@ class VideoScorer:
             aggregate=self.aggregate,
         )
 
-    def _score_frames(self, frames) -> list[FrameScore]:
-        if not frames:
+    def _complete(self, pending) -> list[FrameScore]:
+        if not pending:
             return []
-        photos = self.scorer.score_images([frame.image for frame in frames])
-        return [FrameScore(frame.index, frame.time, photo.p_fake, list(photo.faces)) for frame, photo in zip(frames, photos)]
+        photos = self.scorer.complete([prepared for _, _, prepared in pending])
+        return [FrameScore(index, time, photo.p_fake, list(photo.faces)) for (index, time, _), photo in zip(pending, photos)]
