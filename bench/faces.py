@@ -110,7 +110,9 @@ def main() -> int:
     parser.add_argument("--write", action="store_true", help="record the table in bench/RESULTS.md")
     args = parser.parse_args()
     count = 36 if args.quick else args.photos
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from defax_keras.faces.extract import available_cores
+
+    cores = available_cores()
     load = os.getloadavg()[0]  # other work on the machine slows every figure down
     photos = make_photos(count)
     single = in_process(photos)

@@ -71,3 +71,16 @@ def video_arguments(parser) -> None:
         help="a video's P(fake) from its frames': mean (default, DeepfakeBench), confident (the DFDC winner's rule) or max",
     )
 
+
+def progress_bar(unit: str):
+    """A progress factory for the library's `progress=` arguments: a tqdm bar on stderr, hidden for 8 items or fewer."""
+
+    def make(total):
+        import sys
+
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit=unit, file=sys.stderr, disable=total <= 8 or None, leave=False)
+
+    return make
+

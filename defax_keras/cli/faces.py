@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from defax_keras.cli.common import progress_bar
+
 
 def format_extraction(result) -> str:
     """The summary `faces extract` prints: what was found, what was written, where the report is."""
@@ -39,19 +41,15 @@ def cmd_faces_extract(args) -> int:
         margin=args.margin,
     )
 
-    def progress_bar(total):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, unit="photo", file=sys.stderr, disable=total <= 8 or None, leave=False)
 
     from defax_keras.video.datasets import is_video_dataset
 
     if args.source != "demo" and is_video_dataset(args.source):
         from defax_keras.video.extract import extract_video_faces
 
-        result = extract_video_faces(args.source, args.output, settings, args.frames, workers=args.workers, overwrite=args.overwrite, progress=progress_bar)
+        result = extract_video_faces(args.source, args.output, settings, args.frames, workers=args.workers, overwrite=args.overwrite, progress=progress_bar("photo"))
     else:
-        result = extract_faces(args.source, args.output, settings, workers=args.workers, overwrite=args.overwrite, progress=progress_bar)
+        result = extract_faces(args.source, args.output, settings, workers=args.workers, overwrite=args.overwrite, progress=progress_bar("photo"))
     sys.stdout.write(format_extraction(result))
     return 0
 

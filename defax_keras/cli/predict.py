@@ -17,6 +17,7 @@ from defax_keras.cli.common import (
     face_arguments,
     face_settings,
     model_argument,
+    progress_bar,
     video_arguments,
 )
 from defax_keras.cli.common import fmt as number
@@ -67,19 +68,12 @@ def _table(results: list[dict]) -> str:
 
 
 def cmd_predict(args) -> int:
-    from defax_keras.inference import predict
-
-    def progress_bar(total):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, unit="file", file=sys.stderr, disable=total <= 8 or None, leave=False)
-
-    from defax_keras.inference import write_timelines
+    from defax_keras.inference import predict, write_timelines
     from defax_keras.video.scoring import VideoOptions
 
     faces = face_settings(args, args.model_path)
     video = VideoOptions(args.frames, args.fps, args.video_aggregate)
-    result = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar, faces=faces, video=video)
+    result = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar("file"), faces=faces, video=video)
     results, ignored = result.records, result.skipped
     if args.verbose:
         for path in ignored:

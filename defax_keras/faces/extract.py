@@ -105,38 +105,32 @@ class ExtractionResult:
 # --------------------------------------------------------------------------- one photo (in a worker process)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Job:
-    source: str
-    target: str
-    """The crop path without its suffix; `all` mode adds `_face<k>`."""
-
-
 class _Extractor:
     """Detects, aligns and writes the crops of one photo at a time."""
 
-    def __init__(self, settings: FaceSettings, detector=None):
+    def __init__(self, settings: FaceSettings, in_process: bool | None = None):
         from defax_keras.faces.detector import FaceDetector
 
         self.settings = settings
-        self.detector = detector or FaceDetector.from_settings(settings)
+        self.detector = FaceDetector.from_settings(settings, in_process=in_process)
 
     def crop_paths(self, target: str, faces: int) -> list[str]:
         if self.settings.mode == "all":
             return [f"{target}_face{k}{CROP_SUFFIX}" for k in range(1, faces + 1)]
         return [target + CROP_SUFFIX] if faces else []
 
-    def __call__(self, job: _Job, overwrite: bool) -> dict:
+    def __call__(self, source: str, target: str, overwrite: bool) -> dict:
+        """The record of one photo; `target` is its crop path without suffix (`all` mode adds `_face<k>`)."""
         from defax_keras.data.formats import decode_with_pil
         from defax_keras.faces.align import align_face
 
         try:
-            image = decode_with_pil(Path(job.source).read_bytes())
+            image = decode_with_pil(Path(source).read_bytes())
             faces = self.detector.detect(image)
         except Exception as exc:  # noqa: BLE001 - one bad photo is reported, the run goes on
-            return {"source": job.source, "faces": 0, "files": [], "written": 0, "status": "failed", "error": error_message(exc)}
+            return {"source": source, "faces": 0, "files": [], "written": 0, "status": "failed", "error": error_message(exc)}
         kept = faces[:1] if self.settings.mode != "all" else faces
-        paths = self.crop_paths(job.target, len(kept))
+        paths = self.crop_paths(target, len(kept))
         written = 0
         for face, path in zip(kept, paths):
             if overwrite or not os.path.exists(path):
@@ -144,7 +138,7 @@ class _Extractor:
                 write_png(align_face(image, face, s.crop_size, s.alignment, s.margin), path)
                 written += 1
         status = "ok" if paths else "no face"
-        return {"source": job.source, "faces": len(faces), "files": paths, "written": written, "status": status, "error": ""}
+        return {"source": source, "faces": len(faces), "files": paths, "written": written, "status": status, "error": ""}
 
 
 def error_message(exc: Exception) -> str:
@@ -163,24 +157,55 @@ def write_png(crop, path: str) -> None:
     os.replace(temporary, path)
 
 
-_WORKER: _Extractor | None = None
+_WORKER = None
 
 
-def _start_worker(settings: dict, threads: int) -> None:
-    """Pool initializer: limit TensorFlow's threads (workers share the cores) and build this worker's detector."""
+def _start_worker(factory, arguments: tuple, threads: int) -> None:
+    """Pool initializer: limit TensorFlow's threads (workers share the cores) and build this worker's extractor."""
     global _WORKER
     import tensorflow as tf
 
-    from defax_keras.faces.detector import FaceDetector
-
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    face_settings = FaceSettings.from_dict(settings)
-    _WORKER = _Extractor(face_settings, FaceDetector.from_settings(face_settings, in_process=True))
+    _WORKER = factory(*arguments, in_process=True)
 
 
-def _work(job: _Job, overwrite: bool) -> dict:
-    return _WORKER(job, overwrite)
+def _work(job: tuple, overwrite: bool) -> dict:
+    return _WORKER(*job, overwrite)
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_jobs(jobs: list[tuple], factory, arguments: tuple, workers: int | None, overwrite: bool):
+    """Each job's record, as it finishes: `factory(*arguments)` builds an extractor (one per worker process,
+    or one here when `workers` is 0) and a job is the source and target it is called with."""
+    if not jobs:
+        return
+    cores = available_cores()
+    workers = min(cores if workers is None else workers, len(jobs))
+    if workers == 0:
+        extractor = factory(*arguments)
+        try:
+            for job in jobs:
+                yield extractor(*job, overwrite)
+        finally:
+            extractor.detector.close()
+        return
+    from defax_keras.faces.detector import tensorflow_pool
+
+    pool = tensorflow_pool(workers, initializer=_start_worker, initargs=(factory, arguments, max(1, cores // workers)))
+    pending, running = collections.deque(jobs), set()
+    try:
+        while pending or running:
+            while pending and len(running) < 4 * workers:  # a few queued per worker, not the whole dataset
+                running.add(pool.submit(_work, pending.popleft(), overwrite))
+            finished, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -392,7 +417,7 @@ def extract_faces(data, output, settings: FaceSettings | None = None, workers: i
                                  **{k: old[k] for k in ("faces", "crops", "status", "error", "files")})
             resumed += 1
         else:
-            jobs.append(_Job(path, targets[path]))
+            jobs.append((path, targets[path]))
     labels = _labels_of_skipped(data, source)
     for skipped in source.skipped:
         status = "missing" if skipped.reason == "missing file" else "unreadable"
@@ -403,7 +428,7 @@ def extract_faces(data, output, settings: FaceSettings | None = None, workers: i
     bar = progress(len(jobs)) if progress else None
     written = 0
     try:
-        for record in _run(jobs, settings, workers, overwrite):
+        for record in run_jobs(jobs, _Extractor, (settings,), workers, overwrite):
             sample = samples[record["source"]]
             files = [Path(os.path.relpath(f, output)).as_posix() for f in record["files"]]
             row = row_for(record["source"], sample.split, sample.label, faces=record["faces"], crops=len(files),
@@ -434,35 +459,3 @@ def _labels_of_skipped(data, source: DataSource) -> dict[str, int]:
         return {}
     unchecked = load_source(data, validate=False)
     return {os.path.abspath(s.path): s.label for s in unchecked.samples}
-
-
-def _run(jobs: list[_Job], settings: FaceSettings, workers: int | None, overwrite: bool):
-    """Each job's record, as workers finish them (in this process when `workers` is 0)."""
-    if not jobs:
-        return
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(workers, len(jobs))
-    if workers == 0:
-        extractor = _Extractor(settings)
-        try:
-            for job in jobs:
-                yield extractor(job, overwrite)
-        finally:
-            extractor.detector.close()
-        return
-    from defax_keras.faces.detector import tensorflow_pool
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // workers)
-    pool = tensorflow_pool(workers, initializer=_start_worker, initargs=(settings.to_dict(), threads))
-    pending, running = collections.deque(jobs), set()
-    try:
-        while pending or running:
-            while pending and len(running) < 4 * workers:  # a few queued per worker, not the whole dataset
-                running.add(pool.submit(_work, pending.popleft(), overwrite))
-            finished, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)

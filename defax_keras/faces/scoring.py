@@ -189,10 +189,6 @@ class FaceScorer:
                 return result, inputs
         return PhotoScore(scored="whole" if whole else "whole-no-face"), [_model_input(image, self.image_size)]
 
-    def score_images(self, images) -> list[PhotoScore]:
-        """A `PhotoScore` per decoded image (uint8 RGB `[H, W, 3]`), in order."""
-        return self.complete([self.prepare_image(image) for image in images])
-
     def _whole(self, width: int, height: int) -> bool:
         mode = self.settings.mode
         return mode == "off" or (mode == "auto" and looks_aligned(width, height, self.settings.crop_limit))

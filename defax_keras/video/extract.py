@@ -13,7 +13,6 @@ per class. Resuming, the report and the settings file work as for photos.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import os
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from defax_keras.faces.extract import (
     format_row,
     is_within,
     prepare_output,
+    run_jobs,
     write_csv,
     write_png,
 )
@@ -44,12 +44,12 @@ FRAMES_FIELDS = ("path", "label", "split", "video", "frame", "time")
 class _VideoExtractor:
     """Samples, detects, aligns and writes the crops of one video at a time."""
 
-    def __init__(self, settings: FaceSettings, frames: int, detector=None):
+    def __init__(self, settings: FaceSettings, frames: int, in_process: bool | None = None):
         from defax_keras.faces.detector import FaceDetector
 
         self.settings = settings
         self.frames = frames
-        self.detector = detector or FaceDetector.from_settings(settings)
+        self.detector = FaceDetector.from_settings(settings, in_process=in_process)
 
     def __call__(self, source: str, target: str, overwrite: bool) -> dict:
         from defax_keras.faces.align import align_face
@@ -75,25 +75,6 @@ class _VideoExtractor:
                 return {"source": source, "faces": 0, "files": [], "frames": [], "written": 0, "status": "failed", "error": error_message(exc)}
         return {"source": source, "faces": found, "files": files, "frames": frames, "written": written,
                 "status": "ok" if files else "no face", "error": ""}
-
-
-_WORKER: _VideoExtractor | None = None
-
-
-def _start_worker(settings: dict, frames: int, threads: int) -> None:
-    global _WORKER
-    import tensorflow as tf
-
-    from defax_keras.faces.detector import FaceDetector
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    face_settings = FaceSettings.from_dict(settings)
-    _WORKER = _VideoExtractor(face_settings, frames, FaceDetector.from_settings(face_settings, in_process=True))
-
-
-def _work(source: str, target: str, overwrite: bool) -> dict:
-    return _WORKER(source, target, overwrite)
 
 
 def _splits_by_group(samples, seed: int) -> dict[str, str]:
@@ -158,7 +139,7 @@ def extract_video_faces(data, output, settings: FaceSettings | None = None, fram
     bar = progress(len(jobs)) if progress else None
     written = 0
     try:
-        for record in _run(jobs, targets, settings, frames, workers, overwrite):
+        for record in run_jobs([(path, targets[path][1]) for path in jobs], _VideoExtractor, (settings, frames), workers, overwrite):
             path = record["source"]
             files = [Path(os.path.relpath(f, output)).as_posix() for f in record["files"]]
             rows[path] = row_for(path, faces=record["faces"], crops=len(files), status=record["status"], error=record["error"], files=files)
@@ -188,33 +169,3 @@ def _read_frames(path: Path) -> dict[str, list[dict]]:
         for row in csv.DictReader(handle):
             by_video[row["video"]].append(row)
     return by_video
-
-
-def _run(jobs, targets, settings: FaceSettings, frames: int, workers: int | None, overwrite: bool):
-    """Each video's record, as workers finish them (in this process when `workers` is 0)."""
-    if not jobs:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(cores if workers is None else workers, len(jobs))
-    if workers == 0:
-        extractor = _VideoExtractor(settings, frames)
-        try:
-            for path in jobs:
-                yield extractor(path, targets[path][1], overwrite)
-        finally:
-            extractor.detector.close()
-        return
-    from defax_keras.faces.detector import tensorflow_pool
-
-    pool = tensorflow_pool(workers, initializer=_start_worker, initargs=(settings.to_dict(), frames, max(1, cores // workers)))
-    pending, running = collections.deque(jobs), set()
-    try:
-        while pending or running:
-            while pending and len(running) < 2 * workers:
-                path = pending.popleft()
-                running.add(pool.submit(_work, path, targets[path][1], overwrite))
-            finished, running = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
