@@ -185,3 +185,16 @@ def face_photo_folder(root):
     Image.fromarray(patch).resize((128, 128), Image.LANCZOS).save(root / "fake" / "crop.png")
     boxes[str(root / "fake" / "crop.png")] = []
     return root, boxes
+
+
+def numpy_attention_scores(attention, queries, context) -> np.ndarray:
+    """softmax(Q K^T / sqrt(d)) per head `[B, heads, N, M]` of a `keras.layers.MultiHeadAttention`, in NumPy."""
+    import keras
+
+    q_kernel, q_bias = (keras.ops.convert_to_numpy(w) for w in attention.query_dense.weights)
+    k_kernel, k_bias = (keras.ops.convert_to_numpy(w) for w in attention.key_dense.weights)
+    q = np.einsum("bnc,chd->bhnd", queries, q_kernel) + q_bias[None, :, None, :]
+    k = np.einsum("bmc,chd->bhmd", context, k_kernel) + k_bias[None, :, None, :]
+    logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
+    weights = np.exp(logits - logits.max(-1, keepdims=True))
+    return weights / weights.sum(-1, keepdims=True)

@@ -17,6 +17,7 @@ from defax_keras.data.augment import (
     warp_crop,
     warp_transform,
 )
+from defax_keras.data.files import load_image
 from defax_keras.data.pipeline import make_dataset
 from defax_keras.data.sources import load_source
 from defax_keras.errors import DataError
@@ -143,10 +144,17 @@ def test_training_is_seeded_and_reshuffles_each_epoch(split_data):
     assert sorted(labels1.tolist()) == sorted(labels2.tolist()) == [0] * 5 + [1] * 5
 
 
-def test_augment_false_equals_evaluation(split_data):
+def test_augment_false_gives_the_evaluation_transform(split_data):
+    """Training with augment=False feeds exactly what evaluation and `load_image` feed: no flip, no jitter."""
     train, _ = batches(make_dataset(split_data, "train", image_size=16, batch_size=10, augment=False, shuffle=False))
-    evaluation, _ = batches(make_dataset(split_data, "train", image_size=16, batch_size=10, augment=False, shuffle=False))
-    np.testing.assert_array_equal(train, evaluation)
+    files = [s.path for s in load_source(split_data).split("train")]
+    np.testing.assert_array_equal(train, np.stack([load_image(f, 16) for f in files]))
+    # and both are the evaluation transform, computed independently with PIL
+    for got, file in zip(train, files):
+        expected = reference_eval(np.asarray(Image.open(file).convert("RGB")), 16)
+        assert np.abs(got - expected).mean() < 1.0 and np.abs(got - expected).max() < 8
+    augmented, _ = batches(make_dataset(split_data, "train", image_size=16, batch_size=10, augment=True, shuffle=False, seed=0))
+    assert np.abs(augmented - train).mean() > 1.0  # the check above would see augmentation
 
 
 def test_categorical_labels(split_data):
