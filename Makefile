@@ -2,9 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The test suite checks the TensorFlow, JAX and PyTorch backends on the CPU;
-# pinning torch keeps pip from fetching a multi-GB CUDA build for that.
-TORCH_SPEC ?= torch==2.13.0
+# The test suite checks the TensorFlow, JAX and PyTorch backends on the CPU.
+# PyPI's Linux `torch` wheel is the CUDA build (GBs of CUDA libraries), so
+# PyTorch comes from its own CPU index by default. TORCH_INDEX= takes TORCH_SPEC
+# from pip's usual indexes instead (a mirror or wheel folder that carries the
+# CPU build, as CI's does); TORCH_SPEC= skips PyTorch, and its tests are skipped.
+TORCH_SPEC ?= torch
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?= -n 2 --durations=25
 
 COMPARE_MODELS ?= defax_nano facevit_nano fakevit_nano gsf_tfn_nano gsu_tfr_nano efficientnetv2_nano vgg16_nano resnet50_nano simple_cnn_nano
@@ -28,7 +32,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install "$(TORCH_SPEC)" -e ".[dev,jax,torch,onnx,video]"
+	$(BIN)/python -m pip install -e ".[dev,jax,onnx,video]"
+	$(if $(TORCH_SPEC),$(BIN)/python -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)")
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
