@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # CPU build, as CI's does); TORCH_SPEC= skips PyTorch, and its tests are skipped.
 TORCH_SPEC ?= torch
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
-PYTEST_ARGS ?= -n 2 --durations=25
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 
 COMPARE_MODELS ?= defax_nano facevit_nano fakevit_nano gsf_tfn_nano gsu_tfr_nano efficientnetv2_nano vgg16_nano resnet50_nano simple_cnn_nano
 COMPARE_EPOCHS ?= 6
