@@ -38,7 +38,7 @@ MESSAGE = re.compile(
     r"|not an image \((?:looks like (?:text|HTML|SVG|JSON|a PDF|a ZIP archive|gzip data)|content is not JPEG, PNG, BMP, GIF, WebP or TIFF)\)"
     rf"|truncated (?:JPEG|PNG|GIF|WebP|BMP) \([a-zA-Z -]+\)"
     rf"|corrupt (?:{_FMT}) (?:header|data)(?: \((?:checksum mismatch|data cut short|impossible dimensions|unknown compression|unsupported pixel format)\))?"
-    rf"|(?:{_FMT}) image too large \((?:[\d,x]+|too many) pixels, at most [\d,]+\)"
+    rf"|(?:{_FMT}) image too large \((?:\d+ frames of )?(?:[\d,x]+|too many) pixels, at most [\d,]+\)"
     r"|GIF with no frames"
     rf"|(?:{_FMT}) images are not accepted here \(accepted: [A-Za-z, ]+\)"
     ")$"
@@ -235,6 +235,17 @@ def test_predict_data_check_pipeline_and_web_use_the_same_words(tmp_path, web):
 
 # --------------------------------------------------------------------------- regressions found by the fuzz loop
 
+def _animated_gif(frames: int, side: int) -> bytes:
+    """A GIF of `frames` copies of one blank `side`-pixel frame: the frame is encoded once, its block repeated."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("P", (side, side), 0).save(buffer, "GIF")
+    data = buffer.getvalue()
+    first = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    return data[:first] + data[first:-1] * frames + b";"
+
+
 def _recipes() -> dict:
     """Regressions made on the fly: `(bytes, words or None)`."""
     padded = encode(pattern(24, 24), "BMP")
@@ -247,13 +258,15 @@ def _recipes() -> dict:
         # PIL skips IDAT checksums, libpng does not: the message said nothing, or TensorFlow's internals.
         "idat-crc.png": (_png_with_bad_idat_crc(), "corrupt PNG data (checksum mismatch)"),
         "noframes.gif": (_gif_without_frames(), "GIF with no frames"),
+        # TensorFlow decodes every frame of a GIF to keep the first: a 50 KB file asked for 90 M pixels.
+        "animated-bomb.gif": (_animated_gif(90, 1000), "GIF image too large (90 frames of 1000x1000 pixels, at most 89,478,485)"),
     }
 
 
 def test_fuzz_regressions(tmp_path):
     """Each file was mishandled before: TensorFlow's internals or a Python object's address in the
     message, a file name read as the cause, a padded BMP refused, a frameless GIF called corrupt,
-    a JPEG that predict scored and the pipeline skipped. Each gives its words in `load_image` and
+    a JPEG that predict scored and the pipeline skipped, an animated GIF decoded frame by frame. Each gives its words in `load_image` and
     the pipeline alike."""
     cases = {name: (base64.b64decode(data), words) for name, (data, _, words) in REGRESSIONS.items()} | _recipes()
     root = tmp_path / "data"

@@ -183,6 +183,11 @@ def _inspect_header(handle, fmt: str, max_pixels: int | None) -> ImageInfo:
                 width, height = image.size
                 if max_pixels and width * height > max_pixels:
                     return ImageInfo(format=fmt, width=width, height=height, error=too_large(fmt, f"{width}x{height}", max_pixels))
+                if fmt == "GIF" and max_pixels:  # TensorFlow decodes every frame to keep the first
+                    handle.seek(0)
+                    frames = _gif_frames(handle.read())
+                    if frames * width * height > max_pixels:
+                        return ImageInfo(format=fmt, width=width, height=height, error=too_large(fmt, f"{frames} frames of {width}x{height}", max_pixels))
                 return ImageInfo(fmt, width, height, image.mode, _orientation(image, fmt))
     except Image.DecompressionBombError:  # over twice PIL's own limit: refused before we see the size
         handle.seek(0)
@@ -190,7 +195,7 @@ def _inspect_header(handle, fmt: str, max_pixels: int | None) -> ImageInfo:
     except _PIL_ERRORS as exc:
         if fmt == "GIF":
             handle.seek(0)
-            if not _gif_has_frame(handle.read()):
+            if not _gif_frames(handle.read()):
                 return ImageInfo(format=fmt, error="GIF with no frames")
         return ImageInfo(format=fmt, error=damaged(fmt, "header", exc))
 
@@ -248,19 +253,20 @@ def damaged(fmt: str, part: str, exc: BaseException | None = None) -> str:
     return f"corrupt {FORMAT_NAMES[fmt]} {part}" + (f" ({detail})" if detail else "")
 
 
-def _gif_has_frame(data: bytes) -> bool:
-    """Whether a GIF holds an image descriptor: walks the blocks after the header and colour table."""
-    at = 13 + (3 << ((data[10] & 7) + 1) if len(data) > 10 and data[10] & 0x80 else 0)
-    while at < len(data):
-        if data[at] == 0x2C:
-            return True
-        if data[at] != 0x21 or at + 1 >= len(data):
-            return False
-        at += 2
-        while at < len(data) and data[at]:  # sub-blocks up to the 0 terminator
+def _gif_frames(data: bytes) -> int:
+    """How many images a GIF holds: walks its blocks without decoding (TensorFlow decodes every frame)."""
+    at, frames = 13 + (3 << ((data[10] & 7) + 1) if len(data) > 10 and data[10] & 0x80 else 0), 0
+    while at < len(data) and data[at] in (0x21, 0x2C):
+        if data[at] == 0x2C:  # image descriptor, its local colour table, the LZW code size, then sub-blocks
+            frames += 1
+            flags = data[at + 9] if at + 9 < len(data) else 0
+            at += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:  # extension: label, then sub-blocks
+            at += 2
+        while at < len(data) and data[at]:
             at += data[at] + 1
         at += 1
-    return False
+    return frames
 
 
 def _png_checksum_broken(data: bytes) -> bool:
