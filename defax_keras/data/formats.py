@@ -300,7 +300,7 @@ def decode_failure(data: bytes, max_pixels: int | None = MAX_PIXELS) -> str:
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
-    except _PIL_ERRORS as exc:
+    except Exception as exc:  # noqa: BLE001 - decoding already failed: whatever PIL raises, the file is corrupt
         return damaged(info.format, "data", exc)
     return damaged(info.format, "data")  # PIL copes, TensorFlow's stricter decoder did not
 
