@@ -90,7 +90,7 @@ def test_split_folders_keep_splits_labels_and_report_every_file(tmp_path, files)
     assert two["faces"] == "2" and two["crops"] == "1" and two["files"] == "Train/Real/two.png"
     assert truncated["status"] == "unreadable" and "truncated" in truncated["error"]
     assert truncated["label"] == "fake" and truncated["split"] == "train"
-    assert broken["status"] == "failed" and "cannot decode" in broken["error"]
+    assert broken["status"] == "failed" and broken["error"] == "corrupt PNG data (checksum mismatch)"  # decode_failure's words
     assert report["Test/Fake/one.jpg"]["files"] == "Test/Fake/one.png" and report["Test/Fake/one.jpg"]["label"] == "fake"
     assert FaceSettings.load(output) == SETTINGS == result.settings
 

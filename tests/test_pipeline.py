@@ -116,7 +116,7 @@ def test_corrupt_file_in_evaluation_is_skipped_and_reported(split_data, caplog, 
     with caplog.at_level("WARNING", logger="defax_keras"):
         images, labels = batches(make_dataset(source, "test", image_size=16, batch_size=4))
     assert len(images) == 10
-    assert [s.reason for s in source.skipped] == ["cannot be decoded (corrupt image data)"]
+    assert [s.reason for s in source.skipped] == ["corrupt PNG data"]
     assert source.skipped[0].path.endswith("corrupt.png")
     assert "Skipped 1 unreadable file(s)" in caplog.text
     report = json.loads(source.write_report(tmp_path / "data_report.json").read_text())

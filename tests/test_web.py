@@ -158,7 +158,7 @@ def test_gradcam_is_drawn_on_each_face_crop(client, group_photo):
         ("empty.png", b"", "empty file"),
         ("truncated.jpg", encode(pattern(64, 64), "JPEG")[:400], "truncated JPEG"),
         ("bomb.png", decompression_bomb_png(30000), "too large"),
-        ("damaged.png", corrupt_middle_png(), "cannot be decoded"),
+        ("damaged.png", corrupt_middle_png(), "corrupt PNG data"),
         ("animation.gif", encode(pattern(32, 32), "GIF"), "GIF images are not accepted"),
     ],
 )

@@ -14,13 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from defax_keras.constants import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
-from defax_keras.data.formats import MAX_PIXELS, inspect_bytes
+from defax_keras.data.formats import MAX_PIXELS, ImageFileError, decode_failure, inspect_bytes, not_accepted, unreadable_file
 from defax_keras.data.manifest import class_from_name
 from defax_keras.errors import DefaxError
-
-
-class ImageFileError(ValueError):
-    """One file could not be used; the message says why (in the words of `inspect_image`)."""
 
 
 def collect_image_files(inputs, videos: bool = False) -> tuple[list[str], list[str]]:
@@ -67,7 +63,7 @@ def load_image(path, image_size: int) -> np.ndarray:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ImageFileError(f"cannot read file ({exc.strerror or exc})") from exc
+        raise ImageFileError(unreadable_file(exc)) from exc
     return decode_image_bytes(data, image_size)
 
 
@@ -83,10 +79,10 @@ def decode_image_bytes(data: bytes, image_size: int, formats=None, max_pixels: i
     if not info.ok:
         raise ImageFileError(info.error)
     if formats and info.format not in formats:
-        raise ImageFileError(f"{info.format} images are not accepted (accepted: {', '.join(formats)})")
+        raise ImageFileError(not_accepted(info.format, formats))
     sample = Sample(path="", label=-1, split="", info=info)
     try:
         image = eval_transform(tf.constant(data), tf.constant(decoder_kind(sample)), image_size)
-    except (tf.errors.OpError, ValueError) as exc:
-        raise ImageFileError(f"cannot be decoded ({str(exc).strip().splitlines()[0][:120]})") from exc
+    except (tf.errors.OpError, ValueError) as exc:  # TensorFlow's message holds its internals: plain words instead
+        raise ImageFileError(decode_failure(data, max_pixels)) from exc
     return np.asarray(image, np.float32)

@@ -1,6 +1,8 @@
 """Image formats: which files we accept, how a file is recognised by its
-content rather than its name, and the PIL decoder for the few files that
-TensorFlow's own decoders get wrong or cannot read.
+content rather than its name, the PIL decoder for the few files that
+TensorFlow's own decoders get wrong or cannot read, and the plain words
+for a file that cannot be used (`decode_failure`: the one wording of every
+per-file error).
 
 TensorFlow decodes JPEG, PNG, BMP, GIF and WebP inside the graph, which is what
 keeps the input pipeline fast. It cannot read TIFF, ignores EXIF orientation and
@@ -13,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import struct
 import warnings
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -23,8 +27,19 @@ from defax_keras.constants import IMAGE_EXTENSIONS
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 """Formats recognised by content; GIF is decoded (first frame) but not discovered."""
 
+FORMAT_NAMES = {"JPEG": "JPEG", "PNG": "PNG", "BMP": "BMP", "GIF": "GIF", "WEBP": "WebP", "TIFF": "TIFF"}
+"""How messages name each format."""
+
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 """Larger images are refused before decoding: a few-KB PNG can claim 30000x30000."""
+
+_PIL_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+"""What PIL raises for damaged files (its plugins let some parser errors through unwrapped)."""
+
+
+class ImageFileError(ValueError):
+    """One file could not be used; the message (from `decode_failure`) says why in plain words."""
+
 
 _ORIENTATION_TAG = 0x0112
 _TAIL_BYTES = 1024
@@ -61,6 +76,8 @@ class ImageInfo:
     mode: str = ""
     orientation: int = 1
     error: str | None = None
+    padded_bmp: bool = False
+    """A BMP longer than its pixel rows: TensorFlow refuses it ("input size should match"), PIL reads it."""
 
     @property
     def ok(self) -> bool:
@@ -69,12 +86,12 @@ class ImageInfo:
     @property
     def needs_pil(self) -> bool:
         """True for files TensorFlow's decoders would misread or cannot read."""
-        if self.format == "TIFF" or self.orientation != 1:
+        if self.format == "TIFF" or self.orientation != 1 or self.padded_bmp:
             return True
         return self.format == "BMP" and self.mode not in ("RGB", "RGBA")
 
     def to_json(self) -> list:
-        return [self.format, self.width, self.height, self.mode, self.orientation, self.error]
+        return [self.format, self.width, self.height, self.mode, self.orientation, self.error, self.padded_bmp]
 
     @classmethod
     def from_json(cls, values) -> ImageInfo:
@@ -111,7 +128,7 @@ def inspect_image(path: str | os.PathLike, max_pixels: int | None = MAX_PIXELS) 
             handle.seek(max(0, size - _TAIL_BYTES))
             return _inspect(handle, head, handle.read(), size, max_pixels)
     except OSError as exc:
-        return ImageInfo(error=f"cannot read file ({exc.strerror or exc})")
+        return ImageInfo(error=unreadable_file(exc))
 
 
 def inspect_bytes(data: bytes, max_pixels: int | None = MAX_PIXELS) -> ImageInfo:
@@ -124,12 +141,25 @@ def inspect_bytes(data: bytes, max_pixels: int | None = MAX_PIXELS) -> ImageInfo
 def _inspect(handle, head: bytes, tail: bytes, size: int, max_pixels: int | None) -> ImageInfo:
     fmt = sniff_format(head)
     if fmt is None:
-        return ImageInfo(error="not an image (content is not JPEG, PNG, BMP, GIF, WebP or TIFF)")
+        return ImageInfo(error=not_an_image(head))
     error = _truncation_error(fmt, head, tail, size)
     if error:
         return ImageInfo(format=fmt, error=error)
     handle.seek(0)
-    return _inspect_header(handle, fmt, max_pixels)
+    info = _inspect_header(handle, fmt, max_pixels)
+    if info.ok and fmt == "BMP" and _bmp_padded(head, size):
+        info = dataclasses.replace(info, padded_bmp=True)
+    return info
+
+
+def _bmp_padded(head: bytes, size: int) -> bool:
+    """Whether a BMP is not exactly header plus rows, as TensorFlow's decoder insists (writers may pad the file)."""
+    if int.from_bytes(head[14:18], "little") < 40:  # an OS/2 core header: TensorFlow reads only the Windows ones
+        return True
+    offset = int.from_bytes(head[10:14], "little")
+    width, height = struct.unpack("<ii", head[18:26])
+    bits = int.from_bytes(head[28:30], "little")
+    return size != offset + (bits * abs(width) + 31) // 32 * 4 * abs(height)
 
 
 def _orientation(image: Image.Image, fmt: str) -> int:
@@ -148,19 +178,140 @@ def _orientation(image: Image.Image, fmt: str) -> int:
 def _inspect_header(handle, fmt: str, max_pixels: int | None) -> ImageInfo:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # PIL warns about odd EXIF and TIFF tags; they do not stop decoding
             with Image.open(handle) as image:
                 width, height = image.size
                 if max_pixels and width * height > max_pixels:
-                    return ImageInfo(
-                        format=fmt, width=width, height=height,
-                        error=f"image too large ({width}x{height} pixels, limit {max_pixels})",
-                    )
+                    return ImageInfo(format=fmt, width=width, height=height, error=too_large(fmt, f"{width}x{height}", max_pixels))
+                if fmt == "GIF" and max_pixels:  # TensorFlow decodes every frame to keep the first
+                    handle.seek(0)
+                    frames = _gif_frames(handle.read())
+                    if frames * width * height > max_pixels:
+                        return ImageInfo(format=fmt, width=width, height=height, error=too_large(fmt, f"{frames} frames of {width}x{height}", max_pixels))
                 return ImageInfo(fmt, width, height, image.mode, _orientation(image, fmt))
-    except Image.DecompressionBombError:
-        return ImageInfo(format=fmt, error="image too large (decompression bomb)")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        return ImageInfo(format=fmt, error=f"unreadable {fmt} ({exc})")
+    except Image.DecompressionBombError:  # over twice PIL's own limit: refused before we see the size
+        handle.seek(0)
+        return ImageInfo(format=fmt, error=too_large(fmt, _declared_size(handle, fmt), max_pixels or MAX_PIXELS))
+    except _PIL_ERRORS as exc:
+        if fmt == "GIF":
+            handle.seek(0)
+            if not _gif_frames(handle.read()):
+                return ImageInfo(format=fmt, error="GIF with no frames")
+        return ImageInfo(format=fmt, error=damaged(fmt, "header", exc))
+
+
+def _declared_size(handle, fmt: str) -> str:
+    """`WxH` from the header of an image PIL refuses to open as a decompression bomb (its format's parser, without that check)."""
+    try:
+        Image.init()
+        width, height = Image.OPEN[fmt][0](handle).size
+        return f"{width}x{height}"
+    except Exception:  # noqa: BLE001 - the size is only for the message
+        return "too many"
+
+
+def unreadable_file(exc: OSError) -> str:
+    return f"cannot read file ({exc.strerror or exc})"
+
+
+def not_an_image(head: bytes) -> str:
+    """What a file that is not an image seems to be, from its first bytes."""
+    kinds = ((b"%PDF", "a PDF"), (b"PK\x03\x04", "a ZIP archive"), (b"\x1f\x8b", "gzip data"), (b"{", "JSON"))
+    looks = next((name for magic, name in kinds if head.startswith(magic)), None)
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if looks is None and text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
+        looks = "SVG" if b"svg" in text else "HTML"
+    if looks is None and head and all(32 <= c < 127 or c in b"\t\r\n" or c >= 0xC2 for c in head):
+        looks = "text"
+    return f"not an image (looks like {looks})" if looks else "not an image (content is not JPEG, PNG, BMP, GIF, WebP or TIFF)"
+
+
+def not_accepted(fmt: str, formats) -> str:
+    """A readable image of a format this place does not take (the web page takes no GIF)."""
+    return f"{FORMAT_NAMES[fmt]} images are not accepted here (accepted: {', '.join(FORMAT_NAMES[f] for f in formats)})"
+
+
+def too_large(fmt: str, size: str, max_pixels: int) -> str:
+    return f"{FORMAT_NAMES[fmt]} image too large ({size} pixels, at most {max_pixels:,})"
+
+
+_DAMAGE = (
+    (("crc", "checksum", "data check"), "checksum mismatch"),
+    (("truncated", "not enough", "premature", "eof", "buffer is not large enough", "short", "end of"), "data cut short"),
+    (("compression",), "unknown compression"),
+    (("depth", "bits", "mode", "palette", "header type", "colour", "color", "channel", "sample"), "unsupported pixel format"),
+    (("dimension", "size", "width", "height"), "impossible dimensions"),
+)
+"""Words in a decoder's error and what they mean to a user; anything else is just "corrupt"."""
+
+
+def damaged(fmt: str, part: str, exc: BaseException | None = None) -> str:
+    """`corrupt PNG data (checksum mismatch)`: the format, the part that is broken and, when clear, how."""
+    # PIL's "cannot identify image file '<path>'" says nothing more, and the path must not be read as a cause.
+    text = "" if exc is None or isinstance(exc, UnidentifiedImageError) else f"{type(exc).__name__} {exc}".lower()
+    detail = next((words for keys, words in _DAMAGE if any(key in text for key in keys)), None)
+    return f"corrupt {FORMAT_NAMES[fmt]} {part}" + (f" ({detail})" if detail else "")
+
+
+def _gif_frames(data: bytes) -> int:
+    """How many images a GIF holds: walks its blocks without decoding (TensorFlow decodes every frame)."""
+    at, frames = 13 + (3 << ((data[10] & 7) + 1) if len(data) > 10 and data[10] & 0x80 else 0), 0
+    while at < len(data) and data[at] in (0x21, 0x2C):
+        if data[at] == 0x2C:  # image descriptor, its local colour table, the LZW code size, then sub-blocks
+            frames += 1
+            flags = data[at + 9] if at + 9 < len(data) else 0
+            at += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:  # extension: label, then sub-blocks
+            at += 2
+        while at < len(data) and data[at]:
+            at += data[at] + 1
+        at += 1
+    return frames
+
+
+def _png_checksum_broken(data: bytes) -> bool:
+    at = 8
+    while at + 12 <= len(data):
+        end = at + 12 + int.from_bytes(data[at : at + 4], "big")
+        if end > len(data):
+            return False
+        if zlib.crc32(data[at + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            return True
+        at = end
+    return False
+
+
+def decode_failure(data: bytes, max_pixels: int | None = MAX_PIXELS) -> str:
+    """Why `data` cannot be decoded, in plain words: the one message for a broken image.
+
+    Predict, evaluation's skipped files, `defax data check` and the web page
+    all report this, so a file reads the same everywhere. It looks at the
+    bytes only, never at the failing decoder's error (TensorFlow's carry its
+    internals, and the pipeline does not keep them): the header check first,
+    then PIL's decoder names the damage. Call it once decoding has failed.
+    """
+    info = inspect_bytes(data, max_pixels)
+    if not info.ok:
+        return info.error
+    if info.format == "PNG" and _png_checksum_broken(data):  # PIL skips IDAT checksums; libpng does not
+        return "corrupt PNG data (checksum mismatch)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+    except Exception as exc:  # noqa: BLE001 - decoding already failed: whatever PIL raises, the file is corrupt
+        return damaged(info.format, "data", exc)
+    return damaged(info.format, "data")  # PIL copes, TensorFlow's stricter decoder did not
+
+
+def file_decode_failure(path, max_pixels: int | None = MAX_PIXELS) -> str:
+    """`decode_failure` for a file on disk."""
+    try:
+        with open(path, "rb") as handle:
+            return decode_failure(handle.read(), max_pixels)
+    except OSError as exc:
+        return unreadable_file(exc)
 
 
 def decode_with_pil(data: bytes, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
@@ -168,20 +319,23 @@ def decode_with_pil(data: bytes, max_pixels: int | None = MAX_PIXELS) -> np.ndar
 
     Matches TensorFlow's decoders on the files both can read: alpha is dropped,
     greyscale is repeated over three channels and 16-bit samples keep their
-    high byte. Raises ValueError for unreadable or oversized data.
+    high byte. Raises `ImageFileError` (`decode_failure`'s words) for unreadable or oversized data.
     """
     if isinstance(data, np.ndarray):  # a 0-d object array when tf.numpy_function runs eagerly
         data = data.item()
+    data = bytes(data)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(bytes(data))) as image:
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
                 if max_pixels and image.width * image.height > max_pixels:
-                    raise ValueError(f"image too large ({image.width}x{image.height} pixels)")
+                    raise ImageFileError(decode_failure(data, max_pixels))
                 image = ImageOps.exif_transpose(image)
                 return _to_rgb_array(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"cannot decode image: {exc}") from exc
+    except (*_PIL_ERRORS, Image.DecompressionBombError) as exc:
+        if isinstance(exc, ImageFileError):
+            raise
+        raise ImageFileError(decode_failure(data, max_pixels)) from exc
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -27,7 +27,7 @@ from defax_keras.data.augment import (
     sample_params,
     warp_crop,
 )
-from defax_keras.data.formats import decode_with_pil
+from defax_keras.data.formats import decode_with_pil, file_decode_failure
 from defax_keras.data.manifest import split_from_name
 from defax_keras.data.scan import FileCache
 from defax_keras.data.sources import load_source
@@ -113,7 +113,7 @@ def eval_pixels(image, image_size: int):
 
 
 def verify_decoding(samples, *, cache_key: str | None = None) -> dict[str, str]:
-    """Decode every file once with the pipeline's own decoders.
+    """Decode every file once with the pipeline's own decoders, as evaluation does (`eval_transform`'s window).
 
     Returns `{path: reason}` for the files that fail. Results are cached per
     file, so only new or changed files are decoded on later runs. Evaluation
@@ -132,13 +132,13 @@ def verify_decoding(samples, *, cache_key: str | None = None) -> dict[str, str]:
             )
         )
         dataset = dataset.map(
-            lambda index, path, kind: (index, tf.shape(decode_image(tf.io.read_file(path), kind))[0]),
+            lambda index, path, kind: (index, tf.shape(decode_cropped(tf.io.read_file(path), kind, central_crop_window))[0]),
             num_parallel_calls=AUTOTUNE,
             deterministic=False,
         ).ignore_errors()
         decoded = {int(i) for batch, _ in dataset.batch(1024).as_numpy_iterator() for i in batch}
         for i in todo:
-            cached[i] = "ok" if i in decoded else "cannot be decoded (corrupt image data)"
+            cached[i] = "ok" if i in decoded else file_decode_failure(paths[i])
         cache.store([paths[i] for i in todo], [stats[i] for i in todo], [cached[i] for i in todo])
     return {path: value for path, value in zip(paths, cached) if value != "ok"}
 

@@ -19,7 +19,8 @@ from defax_keras.data.formats import ImageInfo, inspect_image
 
 logger = logging.getLogger(__name__)
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
+"""Raised whenever what is cached changes (2: reasons in `decode_failure`'s words)."""
 
 
 def _stat_key(path: str) -> list[int] | None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from defax_keras.constants import CLASS_NAMES
 from defax_keras.data.files import ImageFileError, decode_image_bytes
-from defax_keras.data.formats import MAX_PIXELS, decode_with_pil, inspect_bytes
+from defax_keras.data.formats import MAX_PIXELS, decode_with_pil, inspect_bytes, not_accepted, unreadable_file
 from defax_keras.faces.align import align_face
 from defax_keras.faces.detector import Face, FaceDetector
 from defax_keras.faces.settings import FaceSettings
@@ -159,18 +159,18 @@ class FaceScorer:
         try:
             data = Path(source).read_bytes() if not isinstance(source, (bytes, bytearray)) else bytes(source)
         except OSError as exc:
-            return PhotoScore(error=f"cannot read file ({exc.strerror or exc})"), []
+            return PhotoScore(error=unreadable_file(exc)), []
         info = inspect_bytes(data, self.max_pixels)
         if not info.ok:
             return PhotoScore(error=info.error), []
         if self.formats and info.format not in self.formats:
-            return PhotoScore(error=f"{info.format} images are not accepted (accepted: {', '.join(self.formats)})"), []
+            return PhotoScore(error=not_accepted(info.format, self.formats)), []
         whole = self._whole(info.width, info.height)
         if not whole:
             try:
                 image = decode_with_pil(data, self.max_pixels)
-            except ValueError as exc:
-                return PhotoScore(error=f"cannot be decoded ({str(exc)[:120]})"), []
+            except ImageFileError as exc:  # `decode_failure`'s words, as every other path
+                return PhotoScore(error=str(exc)), []
             result, inputs = self._faces(image)
             if result is not None:
                 return result, inputs
