@@ -8,3 +8,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
 """File endings read as videos (with the `video` extra) in folders given to predict and in video datasets."""
+
+SERVE_CHANNEL_TIMEOUT = 30
+"""Seconds `defax serve` lets a connection stay silent (mid-request or idle) before closing it (`--channel-timeout`)."""

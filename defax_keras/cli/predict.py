@@ -21,6 +21,7 @@ from defax_keras.cli.common import (
     video_arguments,
 )
 from defax_keras.cli.common import fmt as number
+from defax_keras.constants import SERVE_CHANNEL_TIMEOUT
 
 
 def format_results(results: list[dict], fmt: str) -> str:
@@ -103,7 +104,7 @@ def cmd_serve(args) -> int:
 
     faces = face_settings(args, args.model_path)
     serve(args.model_path, args.host, args.port, args.workers, batching=not args.no_batching, max_files=args.max_files, faces=faces,
-          max_video_mb=args.max_video_mb, max_video_seconds=args.max_video_seconds)
+          max_video_mb=args.max_video_mb, max_video_seconds=args.max_video_seconds, channel_timeout=args.channel_timeout)
     return 0
 
 
@@ -139,12 +140,16 @@ def add_commands(commands) -> None:
     )
     model_argument(serve, f"{MODEL_HELP}, a SavedModel export or an .onnx file")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="default 8000")
+    serve.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port (the 'Serving ... on' line names it)")
     serve.add_argument("--workers", type=int, default=8, help="request threads (default 8); the model runs on one batching thread")
     serve.add_argument("--max-files", type=int, default=64, help="files per request (default 64)")
     serve.add_argument("--max-video-mb", type=float, default=50.0, metavar="MB", help="largest video upload (default 50; a larger one is refused with 413)")
     serve.add_argument(
         "--max-video-seconds", type=float, default=120.0, metavar="S", help="longest video upload (default 120; a longer one is refused with 400)"
+    )
+    serve.add_argument(
+        "--channel-timeout", type=int, default=SERVE_CHANNEL_TIMEOUT, metavar="S",
+        help=f"close a connection silent for S seconds, mid-request or idle (default {SERVE_CHANNEL_TIMEOUT}); a request being answered is never cut",
     )
     serve.add_argument("--no-batching", action="store_true", help="one model call per request (for comparison)")
     face_arguments(serve)

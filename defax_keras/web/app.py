@@ -46,6 +46,12 @@ MAX_VIDEO_BYTES = 50 * 1024 * 1024
 MAX_VIDEO_SECONDS = 120.0
 MAX_VIDEO_FRAMES = 128
 """`?frames=` at most: each sampled frame is detected, scored and sent back with its crops."""
+MAX_FORM_MEMORY = 256 * 1024
+"""Bytes of multipart part headers (names, file names) and non-file fields a request may hold: a huge one is a 413.
+
+Werkzeug counts its parser's buffer, which holds up to 64 KB of file data at a time, so this stays well above that."""
+FORM_PART_SLACK = 16
+"""Multipart parts allowed beyond `max_files` (form fields a client may add): thousands of parts are a 413 before any is read."""
 MULTIPART_SLACK = 1024 * 1024
 """Room for the multipart envelope (and a few photos) beside a video of the largest size allowed."""
 CROP_SIDE = 112
@@ -273,7 +279,8 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
     app.request_class = InMemoryRequest
     max_request_bytes = max(max_request_bytes, max_video_bytes + MULTIPART_SLACK)
     app.config["MAX_CONTENT_LENGTH"] = max_request_bytes
-    app.config["MAX_FORM_PARTS"] = max_files + 16
+    app.config["MAX_FORM_PARTS"] = max_files + FORM_PART_SLACK
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_FORM_MEMORY
     app.extensions["defax_service"] = service
 
     @app.after_request
@@ -285,11 +292,16 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(_):
+        if (request.content_length or 0) <= max_request_bytes:  # werkzeug's form limits, not the size
+            return _error(413, f"multipart form refused: at most {max_files} files per request, and part headers and fields of "
+                               f"at most {MAX_FORM_MEMORY // 1024} KB")
         return _error(413, f"request too large: at most {_megabytes(max_request_bytes)} and {max_files} files per request")
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return _error(exc.code or 500, exc.description or exc.name)
+        response = _error(exc.code or 500, exc.description or exc.name)
+        response.headers.update((key, value) for key, value in exc.get_headers() if key != "Content-Type")  # a 405's Allow
+        return response
 
     @app.get("/")
     def index():
