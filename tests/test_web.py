@@ -299,6 +299,27 @@ def test_micro_batching_returns_each_request_its_own_row():
     assert [row[0] for row in rows] == list(range(20))
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the stopped thread, on purpose
+def test_micro_batcher_never_leaves_a_request_waiting():
+    """A model that answers too few rows, or a batch that stops the thread, fails the waiting requests."""
+    short = MicroBatcher(lambda batch: batch[:1, 0, 0, :2], max_batch=4, max_wait=5)
+    futures = [short.submit(np.zeros((2, 2, 3))) for _ in range(2)]  # one batch: the second comes within max_wait
+    for future in futures:
+        with pytest.raises(RuntimeError, match="answered 1 rows for 2 images"):
+            future.result(timeout=30)
+    short.close()
+
+    def stop(batch):
+        raise SystemExit("the model thread is told to stop")
+
+    stopping = MicroBatcher(stop, max_batch=2, max_wait=0)
+    with pytest.raises(SystemExit):
+        stopping.predict_many([np.zeros((2, 2, 3))])
+    stopping._thread.join(timeout=30)
+    with pytest.raises(RuntimeError, match="model thread has stopped"):
+        stopping.submit(np.zeros((2, 2, 3)))
+
+
 # --------------------------------------------------------------------------- videos
 
 CLIP_FRAMES = 16

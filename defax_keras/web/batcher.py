@@ -61,8 +61,8 @@ class MicroBatcher:
         self._thread.start()
 
     def submit(self, pixels) -> Future:
-        if self._closed:
-            raise RuntimeError("the batcher is closed")
+        if self._closed or not self._thread.is_alive():
+            raise RuntimeError("the batcher is closed" if self._closed else "the model thread has stopped")
         future: Future = Future()
         self._queue.put((np.asarray(pixels, np.float32), future))
         return future
@@ -96,9 +96,13 @@ class MicroBatcher:
                 return
             try:
                 probabilities = padded_predict(self._predict, np.stack([pixels for pixels, _ in items]), self.max_batch)
-            except Exception as exc:  # noqa: BLE001 - every waiting request must hear about it
+                if len(probabilities) != len(items):
+                    raise RuntimeError(f"the model answered {len(probabilities)} rows for {len(items)} images")
+            except BaseException as exc:  # every waiting request must hear about it, or it waits forever
                 for _, future in items:
                     future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
                 continue
             self.batches += 1
             self.images += len(items)
