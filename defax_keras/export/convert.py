@@ -24,7 +24,7 @@ from defax_keras.console import captured_stderr
 from defax_keras.errors import DefaxError
 from defax_keras.export import parity
 from defax_keras.export.onnx_session import onnx_p_fake
-from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model
+from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model, version_folder
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +328,8 @@ def export(
     parity.check_tolerance_options(check_images, min_agreement, max_mean_diff)
     model, model_path = as_model(model)
     quantize = None if quantize == "none" else quantize
+    if fmt == "saved_model":
+        version_folder(output, version)  # a taken version fails before the check images are read
     images = parity.check_images(model.image_size, check_images, check_data, model_path)  # before writing: bad data fails early
     output = Path(output)
     created = not output.exists()

@@ -65,8 +65,14 @@ def quantize_onnx(path, pixels: np.ndarray, output=None) -> Path:
     `pixels` (float32 [N, H, W, 3] in [0, 255]).
 
     Activation ranges are the 99.999th percentile of |activation| rather than
-    the extremes (min/max ranges gave 97.5% label agreement on the demo-trained
-    defax_nano when every layer was quantized). MEASURED_AGREEMENT below.
+    the extremes (min/max ranges did worse). Measured against Keras on 400
+    held-out demo test images (calibration: 128 demo train images): the
+    demo-trained defax_nano (`defax train --config demo`, test accuracy 0.9775)
+    agrees on 98.50% of labels, mean |dP(fake)| 0.020 (98.75% / 0.0198 with
+    every layer int8; leaving Swin's and the fusion's attention products in
+    float too changed nothing): BELOW the 99.5% goal, so `defax export` fails
+    it. The demo-trained simple_cnn_nano of the tests agrees on 100% (64
+    images; 98.4% with every layer int8).
     """
     try:
         import onnx
