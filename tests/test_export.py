@@ -1,4 +1,4 @@
-"""SavedModel export (TF Serving signatures, REST body, versions), TFLite, ONNX, JAX export, and `defax predict`."""
+"""SavedModel export (TF Serving signatures, REST body, versions), TFLite, ONNX, JAX export, export parity, and `defax predict`."""
 
 import base64
 import csv
@@ -20,8 +20,9 @@ from defax_keras.cli.predict import format_results
 from defax_keras.data.files import load_image
 from defax_keras.errors import DefaxError
 from defax_keras.evaluation.calibration import with_temperature
-from defax_keras.export import export_saved_model, next_version
-from defax_keras.export.convert import _unsupported_ops, check_pixels, export
+from defax_keras.export import convert, export_saved_model, next_version
+from defax_keras.export.convert import ExportCheckFailed, _unsupported_ops, export
+from defax_keras.export.parity import REPORT_NAME
 from defax_keras.inference import load_predictor, predict_files
 from defax_keras.models import build_model
 
@@ -33,6 +34,40 @@ def cnn(tmp_path_factory):
     path = tmp_path_factory.mktemp("export_model") / "simple_cnn_nano.keras"
     model.save(path)
     return path, model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """simple_cnn_nano trained for 15 epochs on a small demo set (48 px): P(fake) spread far from 0.5,
+    so an export that moves it is seen (an untrained model says about 0.5 for everything)."""
+    from defax_keras.data import load_source
+    from defax_keras.data.demo import demo_dataset
+
+    root = tmp_path_factory.mktemp("trained")
+    data = demo_dataset(root / "demo", per_class={"train": 64, "valid": 8, "test": 32}, image_size=48)
+    train = load_source(data).split("train")
+    pixels = np.stack([load_image(s.path, 48) for s in train])
+    keras.utils.set_random_seed(0)
+    model = build_model("simple_cnn_nano", image_size=48)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(pixels, np.array([s.label for s in train]), batch_size=16, epochs=15, verbose=0)
+    path = root / "simple_cnn_nano.keras"
+    model.save(path)
+    return path, model, data
+
+
+def _report_pixels(report, size: int) -> np.ndarray:
+    """The check images a report names, decoded here as `defax predict` decodes them."""
+    return np.stack([load_image(f, size) for f in report["check_images"]["files"]])
+
+
+def _assert_report_matches(entry, p_fake, reference, threshold=0.5):
+    """A report's numbers for one file against the same measures recomputed from outputs run in the test."""
+    delta = np.abs(np.asarray(p_fake, np.float64) - reference)
+    assert entry["images"] == len(reference)
+    assert entry["max_abs_diff"] == pytest.approx(delta.max(), rel=1e-3, abs=1e-7)
+    assert entry["mean_abs_diff"] == pytest.approx(delta.mean(), rel=1e-3, abs=1e-7)
+    assert entry["agreement"] == pytest.approx(np.mean((np.asarray(p_fake) >= threshold) == (reference >= threshold)))
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +148,16 @@ def test_versions_follow_tf_serving_layout(cnn, tmp_path):
         export_saved_model(model, base, version=2)
 
 
-def test_calibrated_defax_keeps_its_temperature(tmp_path, image_files):
-    keras.utils.set_random_seed(0)
-    model = with_temperature(build_model("defax_nano"), 3.0)
-    path = export_saved_model(model, tmp_path / "export")
-    outputs = _serve(path, [f.read_bytes() for f in image_files[:4]])
-    expected = _python_p_fake(model, image_files[:4])
-    np.testing.assert_allclose(outputs["p_fake"], expected, atol=1e-4)
-    assert model.get_layer("temperature").temperature == 3.0
+def test_calibrated_model_serves_its_softened_probabilities(trained, image_files, tmp_path):
+    """The served P(fake) of a temperature-calibrated model is softmax(logits / T) of the uncalibrated logits."""
+    _, model, _ = trained
+    calibrated = with_temperature(model, 3.0)
+    path = export_saved_model(calibrated, tmp_path / "export")
+    outputs = _serve(path, [f.read_bytes() for f in image_files])
+    logits = model.logits_model().predict(np.stack([load_image(f, 48) for f in image_files]), verbose=0).astype(np.float64)
+    softened = np.exp(logits / 3.0) / np.exp(logits / 3.0).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(outputs["p_fake"], softened[:, 1], atol=1e-5)
+    assert np.abs(outputs["p_fake"] - _python_p_fake(model, image_files)).max() > 0.05  # not the uncalibrated model
 
 
 JAX_EXPORT = textwrap.dedent(
@@ -153,17 +190,81 @@ def test_torch_backend_gets_a_clear_message(cnn, tmp_path):
 # --------------------------------------------------------------------------- TFLite and ONNX
 
 
-def test_tflite_float16_and_int8_match_keras(cnn, tmp_path):
-    _, model = cnn
-    paths = export(model, tmp_path, "tflite").paths
-    assert [p.name for p in paths] == ["simple_cnn_nano_float16.tflite", "simple_cnn_nano_int8.tflite"]
-    pixels = check_pixels(112, seed=5)
-    expected = model.predict(pixels, verbose=0)[:, 1]
-    for path, tolerance in zip(paths, (1e-3, 0.05)):
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-        p_fake = interpreter.get_signature_runner("predict_pixels")(pixels=pixels)["p_fake"]
-        np.testing.assert_allclose(p_fake, expected, atol=tolerance)
-    assert paths[1].stat().st_size < 0.6 * paths[0].stat().st_size  # 1-byte weights against 2-byte ones
+def test_tflite_float16_and_int8_are_checked_on_a_demo_trained_model(trained, tmp_path):
+    """Both TFLite files are run on the demo test images; the report's numbers equal what the interpreter gives here."""
+    path, model, data = trained
+    result = export(path, tmp_path, "tflite", check_data=data)
+    assert [p.name for p in result.paths] == ["simple_cnn_nano_float16.tflite", "simple_cnn_nano_int8.tflite"]
+    report = json.loads((tmp_path / REPORT_NAME).read_text())
+    assert report == result.report and report["passed"] and report["check_images"]["split"] == "test"
+    assert report["check_images"]["count"] == 64 and report["check_images"]["origin"] == "--check-data"
+    pixels = _report_pixels(report, 48)
+    expected = model.predict(pixels, verbose=0)[:, 1].astype(np.float64)
+    assert np.std(expected) > 0.2  # a trained model: P(fake) far from 0.5
+    for file, entry, precision in zip(result.paths, report["files"], ("float16", "int8")):
+        assert (entry["path"], entry["format"], entry["precision"], entry["status"]) == (str(file), "tflite", precision, "passed")
+        runner = tf.lite.Interpreter(model_path=str(file)).get_signature_runner("predict_pixels")
+        p_fake = runner(pixels=pixels)["p_fake"]
+        _assert_report_matches(entry, p_fake, expected)
+    assert report["files"][0]["tolerance"] == {"max_abs_diff": 1e-2} and report["files"][0]["max_abs_diff"] <= 1e-2
+    assert report["files"][1]["tolerance"] == {"max_mean_abs_diff": 0.02, "min_agreement": 0.995}
+    assert report["files"][1]["agreement"] >= 0.995 and report["files"][1]["mean_abs_diff"] <= 0.02
+    assert result.paths[1].stat().st_size < 0.6 * result.paths[0].stat().st_size  # 1-byte weights against 2-byte ones
+
+
+def _damage_onnx(path):
+    """Change one weight of the file: the largest of the last weight matrix (the classifier's), sign flipped and doubled."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    initializer = [t for t in model.graph.initializer if len(t.dims) == 2][-1]
+    weights = numpy_helper.to_array(initializer).copy()
+    index = np.unravel_index(np.abs(weights).argmax(), weights.shape)
+    weights[index] *= -2
+    initializer.CopyFrom(numpy_helper.from_array(weights, initializer.name))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_damaged_export_fails_with_one_line_and_is_removed_unless_kept(trained, monkeypatch, capsys, tmp_path):
+    """One weight of the ONNX file changed after conversion: `defax export` exits 2 with one line and removes the
+    files; kept (`--keep-failed`), they stay and the report says failed, with the numbers onnxruntime gives here."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from defax_keras.cli import main
+
+    path, model, data = trained
+    convert_onnx = convert.export_onnx
+    monkeypatch.setattr(convert, "export_onnx", lambda model, output: _damage_onnx(convert_onnx(model, output)))
+    out = tmp_path / "onnx"
+    args = ["export", "-m", str(path), "-o", str(out), "--format", "onnx", "--check-data", str(data)]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    (line,) = [x for x in captured.err.splitlines() if x.startswith("defax: error:")]
+    assert line.startswith(f"defax: error: {out / 'simple_cnn_nano.onnx'} differs from the Keras model beyond tolerance: max |dP(fake)|")
+    assert "> 0.0001 on 64 test images" in line and "removed (--keep-failed keeps them)" in line
+    assert not out.exists()
+
+    with pytest.raises(ExportCheckFailed, match=r"beyond tolerance: max \|dP\(fake\)\|") as failure:  # the library raises, with the report
+        export(path, out, "onnx", check_data=data, keep_failed=True)
+    assert f"kept and marked FAILED in {out / REPORT_NAME}" in str(failure.value)
+    report = json.loads((out / REPORT_NAME).read_text())
+    assert report == failure.value.result.report and not failure.value.result.passed
+    (entry,) = report["files"]
+    assert not report["passed"] and report["kept_after_failure"] and entry["status"] == "failed"
+    assert entry["max_abs_diff"] > 1e-4 and "max |dP(fake)|" in entry["reason"]
+    pixels = _report_pixels(report, 48)
+    _assert_report_matches(entry, _onnxruntime_p_fake(out / "simple_cnn_nano.onnx", pixels), model.predict(pixels, verbose=0)[:, 1].astype(np.float64))
+
+
+def _onnxruntime_p_fake(path, pixels):
+    """P(fake) of an ONNX file run by onnxruntime here (not through the package's runner)."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["p_fake"], {"pixels": pixels.astype(np.float32)})[0]
 
 
 def test_converter_errors_name_the_ops():
@@ -173,19 +274,43 @@ def test_converter_errors_name_the_ops():
 
 
 @pytest.mark.parametrize("name", ["simple_cnn_nano", "defax_nano"])
-def test_onnx_matches_keras(name, tmp_path):
+def test_onnx_matches_keras(name, tiny_demo, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     keras.utils.set_random_seed(0)
     model = build_model(name)
-    (path,) = export(model, tmp_path, "onnx").paths
+    result = export(model, tmp_path, "onnx", check_data=tiny_demo)
+    (path,) = result.paths
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["pixels"]
     assert sorted(o.name for o in session.get_outputs()) == ["p_fake", "probabilities"]
-    pixels = check_pixels(112, seed=5)
+    pixels = _report_pixels(result.report, 112)
     probabilities, p_fake = session.run(["probabilities", "p_fake"], {"pixels": pixels})
     np.testing.assert_allclose(probabilities, model.predict(pixels, verbose=0), atol=1e-4)
     np.testing.assert_allclose(p_fake, probabilities[:, 1], atol=1e-7)
+    assert result.report["check_images"]["data"] == str(tiny_demo) and result.checks[0].status == "passed"
+
+
+def test_onnx_float32_and_int8_are_checked_on_a_demo_trained_model(trained, tmp_path):
+    """The static int8 file is calibrated on train images and checked, like the float32 one, on held-out test images
+    against Keras: the report's agreement and mean |dP(fake)| equal what onnxruntime gives here."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("tf2onnx")
+    path, model, data = trained
+    result = export(path, tmp_path, "onnx", quantize="int8", calibration=data, calibration_images=64, check_data=data)
+    float_file, int8_file = tmp_path / "simple_cnn_nano.onnx", tmp_path / "simple_cnn_nano.int8.onnx"
+    assert result.paths == [float_file, int8_file] and result.passed
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {node.op_type for node in onnx.load(str(int8_file)).graph.node}
+    report = json.loads((tmp_path / REPORT_NAME).read_text())
+    pixels = _report_pixels(report, 48)
+    expected = model.predict(pixels, verbose=0)[:, 1].astype(np.float64)
+    assert np.std(expected) > 0.2
+    for file, entry, precision in zip(result.paths, report["files"], ("float32", "int8")):
+        assert (entry["path"], entry["precision"], entry["status"]) == (str(file), precision, "passed")
+        _assert_report_matches(entry, _onnxruntime_p_fake(file, pixels), expected)
+    assert report["files"][0]["max_abs_diff"] <= 1e-4
+    assert report["files"][1]["agreement"] >= 0.995 and report["files"][1]["mean_abs_diff"] <= 0.02
+    assert report["files"][1]["mean_abs_diff"] > 0  # really quantized: int8 is not bit-exact
 
 
 # --------------------------------------------------------------------------- defax predict
@@ -264,13 +389,15 @@ def test_predict_table_and_errors(cnn, mixed_folder, tmp_path):
         assert len(lines) == 1 and message in lines[0], result.stderr
 
 
-def test_export_command_writes_versions_and_reports_parity(cnn, tmp_path):
+def test_export_command_writes_versions_and_reports_parity(cnn, tiny_demo, tmp_path):
     path, _ = cnn
     for expected in ("1", "2"):
-        result = subprocess.run([sys.executable, "-m", "defax_keras.cli", "export", "-m", str(path), "-o", str(tmp_path / "base")], capture_output=True, text=True, timeout=300)
+        result = subprocess.run([sys.executable, "-m", "defax_keras.cli", "export", "-m", str(path), "-o", str(tmp_path / "base"), "--check-data", str(tiny_demo)], capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
-        assert f"Exported {tmp_path / 'base' / expected}" in result.stdout
-        assert "max |P(fake) - Keras|" in result.stderr
+        version = tmp_path / "base" / expected
+        assert result.stdout.splitlines() == [f"Exported {version}", f"Report {version / REPORT_NAME}"]
+        assert "max |P(fake) - Keras|" in result.stderr and "of 16 check images (test split of" in result.stderr
+        assert json.loads((version / REPORT_NAME).read_text())["files"][0]["status"] == "passed"
     result = subprocess.run([sys.executable, "-m", "defax_keras.cli", "export", "-m", str(path), "-o", str(tmp_path / "base"), "--version", "1"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines() == [f"defax: error: {tmp_path / 'base' / '1'} already exists; TF Serving versions are immutable: choose another --version"]
 
@@ -282,21 +409,22 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "defax_keras.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-def test_onnx_int8_export_is_calibrated_checked_and_served_by_predict(cnn, mixed_folder, tmp_path):
-    """`--quantize int8` writes a QDQ int8 file next to the float32 one, reports its agreement on held-out
-    demo images, and `defax predict` runs both files through ONNX Runtime."""
-    onnx = pytest.importorskip("onnx")
+def test_onnx_int8_export_is_served_by_predict(cnn, mixed_folder, tiny_demo, tmp_path):
+    """`--quantize int8` writes a QDQ int8 file next to the float32 one, and `defax predict` and `defax serve`
+    run both files through ONNX Runtime (their parity on a trained model is checked above)."""
+    pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     path, model = cnn
     out = tmp_path / "onnx"
-    result = _cli("export", "-m", str(path), "-o", str(out), "--format", "onnx", "--quantize", "int8", "--calibration", "demo", "--calibration-images", "32")
+    result = _cli(
+        "export", "-m", str(path), "-o", str(out), "--format", "onnx", "--quantize", "int8",
+        "--calibration", str(tiny_demo), "--calibration-images", "32", "--check-data", str(tiny_demo),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     float_file, int8_file = out / "simple_cnn_nano.onnx", out / "simple_cnn_nano.int8.onnx"
-    assert result.stdout.splitlines() == [f"Exported {float_file}", f"Exported {int8_file}"]
-    assert "simple_cnn_nano.int8.onnx: labels agree with float32 on" in result.stderr and "of 32 held-out images" in result.stderr
-    ops = {node.op_type for node in onnx.load(str(int8_file)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops  # int8 activations and weights around the convolutions
+    assert result.stdout.splitlines() == [f"Exported {float_file}", f"Exported {int8_file}", f"Report {out / REPORT_NAME}"]
+    assert f"{int8_file}: max |P(fake) - Keras| =" in result.stderr
 
     good = [str(mixed_folder / name) for name in ("a.jpg", "b.png", "nested/d.tiff")]
     expected = _python_p_fake(model, good)
@@ -340,6 +468,9 @@ def test_onnx_options_and_bad_onnx_files_give_one_line_errors(cnn, tmp_path):
     for args, message in [
         (["export", "-m", str(path), "-o", str(tmp_path), "--quantize", "int8", "--calibration", "demo"], "--quantize int8 applies to --format onnx"),
         (["export", "-m", str(path), "-o", str(tmp_path), "--format", "onnx", "--quantize", "int8"], "--quantize int8 needs --calibration DATA"),
+        (["export", "-m", str(path), "-o", str(tmp_path), "--min-agreement", "1.5"], "--min-agreement must be in [0, 1]"),
+        (["export", "-m", str(path), "-o", str(tmp_path), "--check-images", "0"], "--check-images must be positive"),
+        (["export", "-m", str(path), "-o", str(tmp_path), "--check-data", str(tmp_path / "nowhere")], "data path not found"),
         (["predict", "-m", str(tmp_path / "other.onnx"), str(tmp_path / "images")], "is not a DeFaX ONNX export"),
         (["predict", "-m", str(tmp_path / "broken.onnx"), str(tmp_path / "images")], "is not a readable ONNX model"),
     ]:

@@ -1,9 +1,10 @@
 """`defax export`: SavedModel, TFLite (float16, dynamic-range int8) or ONNX, each checked against the Keras model.
 
-Every format is run on the same images as the Keras model right after it is
-written, and the largest difference in P(fake) is reported; a format that
-cannot represent the model fails with the converter's reason (the op it
-could not convert).
+Every file is read back from disk right after it is written and run on
+held-out dataset images next to the Keras model (`export.parity`: the
+images, the tolerances, `export_report.json`); a file beyond its tolerance
+fails the export. A format that cannot represent the model fails with the
+converter's reason (the op it could not convert).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -20,26 +22,18 @@ import numpy as np
 
 from defax_keras.console import captured_stderr
 from defax_keras.errors import DefaxError
+from defax_keras.export import parity
 from defax_keras.export.onnx_session import onnx_p_fake
-from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model
+from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model, version_folder
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("saved_model", "tflite", "onnx", "preset")
-PARITY_IMAGES = 4
-
-
-def check_pixels(image_size: int, count: int = PARITY_IMAGES, seed: int = 0) -> np.ndarray:
-    """Smooth random images (not white noise, which no model has seen): what each export is checked on."""
-    from scipy.ndimage import zoom
-
-    rng = np.random.default_rng(seed)
-    coarse = rng.uniform(0, 255, (count, 8, 8, 3))
-    return np.clip(zoom(coarse, (1, image_size / 8, image_size / 8, 1), order=1), 0, 255).astype(np.float32)
+FLEX_REASON = "it needs the Flex delegate (TF Select ops: {ops}), which the Python TFLite interpreter lacks; check it on the target runtime"
 
 
 def _keras_p_fake(model, pixels) -> np.ndarray:
-    return np.asarray(model.predict_on_batch(pixels))[:, 1]
+    return np.asarray(model.predict(pixels, batch_size=32, verbose=0))[:, 1]
 
 
 def _unsupported_ops(exc: Exception, log: str = "") -> list[str]:
@@ -60,8 +54,8 @@ def _converter_reason(exc: Exception, log: str = "") -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def _tflite_p_fake(model_content: bytes, pixels) -> np.ndarray | None:
-    """P(fake) from the TFLite file, or None when it needs TF Select ops this Python runtime cannot run."""
+def _tflite_p_fake(path, pixels, batch_size: int = 32) -> np.ndarray | None:
+    """P(fake) of the TFLite file at `path`, or None when it needs TF Select ops this Python runtime cannot run."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -70,10 +64,9 @@ def _tflite_p_fake(model_content: bytes, pixels) -> np.ndarray | None:
         Interpreter = tf.lite.Interpreter
     with warnings.catch_warnings(), captured_stderr():  # deprecation notice, XNNPACK start-up line
         warnings.simplefilter("ignore")
-        interpreter = Interpreter(model_content=model_content)
-        runner = interpreter.get_signature_runner(PIXELS_SIGNATURE)
+        runner = Interpreter(model_path=os.fspath(path)).get_signature_runner(PIXELS_SIGNATURE)
         try:
-            return np.asarray(runner(pixels=pixels)["p_fake"])
+            return np.concatenate([np.asarray(runner(pixels=pixels[i : i + batch_size])["p_fake"]) for i in range(0, len(pixels), batch_size)])
         except RuntimeError as exc:
             if "Flex delegate" in str(exc):
                 return None
@@ -108,36 +101,34 @@ def _convert_tflite(saved, model_name: str, types) -> tuple[bytes, list[str]]:
             raise DefaxError(f"TFLite cannot represent {model_name}, even with TF Select ops: {_converter_reason(exc, log.getvalue())}") from exc
 
 
-def export_tflite(model, output, pixels) -> list[tuple[Path, float | None]]:
-    """`<name>_float16.tflite` and `<name>_int8.tflite` (dynamic-range weights) with their max |dP(fake)|.
+def export_tflite(model, output) -> list[tuple[Path, str, list[str]]]:
+    """`<name>_float16.tflite` and `<name>_int8.tflite` (dynamic-range weights): `(path, precision, TF Select ops)` each.
 
     Ops TFLite has no builtin kernel for (Swin's `tf.Roll` for its shifted
     windows) are kept as TF Select ops; such a file needs a runtime with the
     Flex delegate (e.g. Android's `tensorflow-lite-select-tf-ops`), which the
-    Python interpreter lacks, so its parity cannot be checked here (None).
+    Python interpreter lacks, so its parity cannot be checked here.
     """
     import tensorflow as tf
 
-    expected = _keras_p_fake(model, pixels)
-    results = []
+    written = []
     with tempfile.TemporaryDirectory() as scratch:
         saved = export_saved_model(model, scratch, version=1)
-        for suffix, types in (("float16", [tf.float16]), ("int8", None)):
+        for precision, types in (("float16", [tf.float16]), ("int8", None)):
             content, select_ops = _convert_tflite(saved, model.name, types)
             if select_ops:
                 logger.warning(
                     "%s: %s have no TFLite builtin kernel and run as TF Select ops; the runtime needs the Flex delegate",
-                    suffix, ", ".join(select_ops),
+                    precision, ", ".join(select_ops),
                 )
-            path = Path(output) / f"{model.name}_{suffix}.tflite"
+            path = Path(output) / f"{model.name}_{precision}.tflite"
             path.write_bytes(content)
-            p_fake = _tflite_p_fake(content, pixels)
-            results.append((path, None if p_fake is None else float(np.abs(p_fake - expected).max())))
-    return results
+            written.append((path, precision, select_ops))
+    return written
 
 
-def export_onnx(model, output, pixels) -> list[tuple[Path, float]]:
-    """`<name>.onnx` (opset 17; input `pixels`, outputs `probabilities` and `p_fake`) with its max |dP(fake)| under onnxruntime.
+def export_onnx(model, output) -> Path:
+    """`<name>.onnx` (opset 17; input `pixels`, outputs `probabilities` and `p_fake`).
 
     Converted from the SavedModel's pixel signature with its variables and
     captured constants frozen (tf2onnx alone would leave the normalisation
@@ -151,7 +142,6 @@ def export_onnx(model, output, pixels) -> list[tuple[Path, float]]:
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    expected = _keras_p_fake(model, pixels)
     path = Path(output) / f"{model.name}.onnx"
     with tempfile.TemporaryDirectory() as scratch:
         loaded = tf.saved_model.load(os.fspath(export_saved_model(model, scratch, version=1)))
@@ -177,7 +167,7 @@ def export_onnx(model, output, pixels) -> list[tuple[Path, float]]:
         path.unlink()
         raise DefaxError(f"ONNX cannot represent {model.name}: tf2onnx left TensorFlow ops it cannot translate: {', '.join(foreign)}")
     _rename_onnx_tensors(path, names)
-    return [(path, float(np.abs(onnx_p_fake(path, pixels) - expected).max()))]
+    return path
 
 
 def _rename_onnx_tensors(path, names: dict[str, str]) -> None:
@@ -212,9 +202,9 @@ def _foreign_onnx_ops(path) -> list[str]:
     return sorted({n.op_type for n in graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)})
 
 
-def saved_model_difference(path, model, pixels) -> float:
-    """Max |dP(fake)| between the SavedModel's `serving_default` fed PNG bytes and the Keras model fed the
-    same files through the evaluation pipeline (what `defax predict` does)."""
+def saved_model_p_fake(path, model, pixels, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """P(fake) of the SavedModel's `serving_default` fed the check images as PNG bytes, and the Keras model's on
+    the same files decoded by the evaluation pipeline (what `defax predict` does): the whole served graph is checked."""
     import io
 
     import tensorflow as tf
@@ -227,9 +217,10 @@ def saved_model_difference(path, model, pixels) -> float:
         buffer = io.BytesIO()
         Image.fromarray(np.rint(image).astype(np.uint8)).save(buffer, "PNG")
         encoded.append(buffer.getvalue())
-    served = tf.saved_model.load(os.fspath(path)).signatures["serving_default"](image_bytes=tf.constant(encoded))
+    serve = tf.saved_model.load(os.fspath(path)).signatures["serving_default"]
+    served = np.concatenate([serve(image_bytes=tf.constant(encoded[i : i + batch_size]))["p_fake"].numpy() for i in range(0, len(encoded), batch_size)])
     decoded = np.stack([eval_transform(tf.constant(data), NATIVE, model.image_size).numpy() for data in encoded])
-    return float(np.abs(served["p_fake"].numpy() - _keras_p_fake(model, decoded)).max())
+    return served, _keras_p_fake(model, decoded)
 
 
 def check_export_options(fmt: str, quantize: str | None = None, calibration=None, calibration_images: int = 128) -> None:
@@ -246,14 +237,38 @@ def check_export_options(fmt: str, quantize: str | None = None, calibration=None
         raise DefaxError(f"--calibration-images must be positive, got {calibration_images}")
 
 
+
+class ExportCheckFailed(DefaxError):
+    """An exported file differs from the Keras model beyond its tolerance; `result` holds the report."""
+
+    def __init__(self, message: str, result: ExportResult):
+        super().__init__(message)
+        self.result = result
+
+
 @dataclasses.dataclass
 class ExportResult:
-    """The files an export wrote and each one's largest |P(fake) - Keras| on the check images (None: not checkable here)."""
+    """The files an export wrote, each one's check against the Keras model, and the report written next to them."""
 
     format: str
     paths: list[Path]
-    max_differences: dict[str, float | None]
-    check_images: int
+    checks: list[parity.FileCheck]
+    report: dict
+    report_path: Path | None
+
+    @property
+    def passed(self) -> bool:
+        """No file beyond its tolerance (a file that could not run here is not a failure: see `checks`)."""
+        return self.report["passed"]
+
+    @property
+    def max_differences(self) -> dict[str, float | None]:
+        """Each file's largest |P(fake) - Keras| on the check images (None: not checked here)."""
+        return {check.path: check.max_abs_diff for check in self.checks}
+
+    @property
+    def check_images(self) -> int:
+        return self.report["check_images"]["count"]
 
 
 def export(
@@ -267,17 +282,30 @@ def export(
     calibration_images: int = 128,
     config=None,
     metrics=None,
+    *,
+    check_data=None,
+    check_images: int = parity.CHECK_IMAGES,
+    min_agreement: float = parity.INT8_MIN_AGREEMENT,
+    max_mean_diff: float = parity.INT8_MAX_MEAN_ABS_DIFF,
+    keep_failed: bool = False,
 ) -> ExportResult:
-    """Write `model` in `fmt` under `output` and run each file against the Keras model.
+    """Write `model` in `fmt` under `output`, run each file on held-out images next to the Keras model, and fail above tolerance.
 
     Args:
         model: a detector (`keras.Model`) or the path of a saved one.
         output: the export base folder (SavedModel versions go in numbered subfolders).
         fmt: `saved_model`, `tflite`, `onnx` or `preset` (a KerasHub-format detector preset).
         config, metrics: what a preset carries besides the model (the run's config.yaml and metrics.json).
+        check_data: dataset whose test (else valid) split the files are checked on; default the dataset of
+            the run `model` comes from, else the demo set. `check_images` of them are used.
+        min_agreement, max_mean_diff: the int8 rule (label agreement, mean |dP(fake)|); float rules are fixed.
+        keep_failed: keep the files of a failed check (the report says FAILED) instead of removing them.
 
     Returns:
-        An `ExportResult` with the paths written and their differences from Keras.
+        An `ExportResult`: the paths written, each file's check, and `export_report.json`'s contents.
+
+    Raises:
+        ExportCheckFailed (a `DefaxError`): a file is beyond its tolerance.
 
     Example:
         >>> import defax_keras as dk
@@ -286,67 +314,104 @@ def export(
         [PosixPath('exports/1')]
         >>> result.max_differences["exports/1"] <= 1e-4         # P(fake) against the Keras model
         True
+        >>> result.report["check_images"]["split"], result.passed   # held-out images of the run's dataset
+        ('test', True)
 
     `quantize="int8"` (ONNX only) also writes `<name>.int8.onnx`, calibrated
     on `calibration_images` train (else valid) images of the dataset
-    `calibration` and compared with the float32 file on as many images of
-    another split (test, else valid). `config` and `metrics` (the training config
-    and test metrics) go into a preset's metadata.
+    `calibration`. `config` and `metrics` (the training config and test
+    metrics) go into a preset's metadata.
     """
     from defax_keras.models.loading import as_model
 
     check_export_options(fmt, quantize, calibration, calibration_images)
-    model, _ = as_model(model)
+    parity.check_tolerance_options(check_images, min_agreement, max_mean_diff)
+    model, model_path = as_model(model)
     quantize = None if quantize == "none" else quantize
-    pixels = check_pixels(model.image_size)
     if fmt == "saved_model":
-        path = export_saved_model(model, output, version=version, threshold=threshold)
-        results = [(path, saved_model_difference(path, model, pixels))]
-    elif fmt == "preset":
-        results = [export_preset(model, output, threshold, pixels, config, metrics)]
-    else:
-        Path(output).mkdir(parents=True, exist_ok=True)
-        results = (export_tflite if fmt == "tflite" else export_onnx)(model, output, pixels)
+        version_folder(output, version)  # a taken version fails before the check images are read
+    images = parity.check_images(model.image_size, check_images, check_data, model_path)  # before writing: bad data fails early
+    output = Path(output)
+    created = not output.exists()
+    written = _write(model, output, fmt, version, threshold, config, metrics)
     if quantize:
-        results.append(_quantized_onnx(results[0][0], model, pixels, calibration, calibration_images))
-    for path, difference in results:
-        if difference is None:
-            logger.warning("%s: not checked (it needs the Flex delegate, which this Python runtime lacks)", path)
+        written.append((_quantized_onnx(written[0][0], model, calibration, calibration_images), "int8", []))
+    expected = _keras_p_fake(model, images.pixels)
+    checks = [
+        _check_file(path, fmt, precision, select_ops, model, images.pixels, expected, threshold, min_agreement, max_mean_diff)
+        for path, precision, select_ops in written
+    ]
+    parity.log_checks(checks, images)
+    failed = [c for c in checks if c.status == parity.FAILED]
+    report_dir = written[0][0] if fmt in ("saved_model", "preset") else output
+    report_path, report = parity.write_report(report_dir, model.name, fmt, threshold, images, checks, kept_after_failure=bool(failed) and keep_failed)
+    result = ExportResult(fmt, [path for path, _, _ in written], checks, report, report_path)
+    if failed:
+        if keep_failed:
+            fate = f"the files are kept and marked FAILED in {report_path}"
         else:
-            logger.info("%s: max |P(fake) - Keras| = %.2g on %d check images", path, difference, len(pixels))
-    return ExportResult(fmt, [path for path, _ in results], {str(path): difference for path, difference in results}, len(pixels))
+            _remove([path for path, _, _ in written] + [report_path], output if created else None)
+            result.report_path = None
+            fate = "the exported files were removed (--keep-failed keeps them)"
+        more = f" (and {len(failed) - 1} more file(s))" if len(failed) > 1 else ""
+        raise ExportCheckFailed(
+            f"{failed[0].path} differs from the Keras model beyond tolerance{more}: {failed[0].reason} on {failed[0].images} "
+            f"{images.split} images of {images.data}; {fate}",
+            result,
+        )
+    return result
 
 
-def export_preset(model, output, threshold: float, pixels, config=None, metrics=None) -> tuple[Path, float]:
-    """`output` as a KerasHub preset directory (the detector, its threshold and preprocessing), read back and compared."""
-    from defax_keras.models.preset import load_preset, save_detector_preset
+def _write(model, output: Path, fmt: str, version, threshold: float, config, metrics) -> list[tuple[Path, str, list[str]]]:
+    """The files of one format: `(path, precision, TF Select ops)` each."""
+    if fmt == "saved_model":
+        return [(export_saved_model(model, output, version=version, threshold=threshold), "float32", [])]
+    if fmt == "preset":
+        from defax_keras.models.preset import save_detector_preset
 
-    path = save_detector_preset(model, output, config=config, threshold=threshold, metrics=metrics)
-    return path, float(np.abs(_keras_p_fake(load_preset(path), pixels) - _keras_p_fake(model, pixels)).max())
+        return [(save_detector_preset(model, output, config=config, threshold=threshold, metrics=metrics), "float32", [])]
+    output.mkdir(parents=True, exist_ok=True)
+    if fmt == "tflite":
+        return export_tflite(model, output)
+    return [(export_onnx(model, output), "float32", [])]
 
 
-def _quantized_onnx(path, model, pixels, calibration, count: int) -> tuple[Path, float]:
-    """The int8 file and its max |dP(fake)| vs Keras on the check images; logs its agreement with float32 on held-out images."""
+def _check_file(path, fmt, precision, select_ops, model, pixels, expected, threshold, min_agreement, max_mean_diff) -> parity.FileCheck:
+    """Run the file as written on disk (a damaged file is what gets checked) and measure it against Keras."""
+    from defax_keras.models.preset import load_preset
+
+    tolerance = parity.tolerance_for(precision, min_agreement, max_mean_diff)
+    reason = None
+    if fmt == "saved_model":
+        p_fake, expected = saved_model_p_fake(path, model, pixels)
+    elif fmt == "preset":
+        p_fake = _keras_p_fake(load_preset(path), pixels)
+    elif fmt == "tflite":
+        p_fake = _tflite_p_fake(path, pixels)
+        reason = FLEX_REASON.format(ops=", ".join(select_ops) or "unknown") if p_fake is None else None
+    else:
+        p_fake = onnx_p_fake(path, pixels)
+    return parity.measure(path, fmt, precision, p_fake, expected, tolerance, threshold, reason)
+
+
+def _remove(paths, created_folder: Path | None) -> None:
+    """Delete a failed export's files (and the output folder when this export created it and left it empty)."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    if created_folder is not None and created_folder.is_dir() and not any(created_folder.iterdir()):
+        created_folder.rmdir()
+
+
+def _quantized_onnx(path, model, calibration, count: int) -> Path:
+    """The int8 file, calibrated on `count` train (else valid) images of `calibration`; checked like every other file."""
     from defax_keras.data import load_source
-    from defax_keras.export.quantize import AGREEMENT_GOAL, compare_onnx, quantize_onnx, split_pixels
+    from defax_keras.export.quantize import quantize_onnx
 
     source = load_source(calibration)
     calibration_split = next((s for s in ("train", "valid") if s in source.splits), None)
     if calibration_split is None:
         raise DefaxError(f"{calibration} has no train or valid split to calibrate with (it has: {', '.join(source.splits) or 'no images'})")
-    quantized = quantize_onnx(path, split_pixels(source, calibration_split, model.image_size, count))
-    held_out_split = next((s for s in ("test", "valid") if s in source.splits and s != calibration_split), None)
-    held_out = split_pixels(source, held_out_split, model.image_size, count, seed=1) if held_out_split else None
-    if held_out is not None:
-        report = compare_onnx(path, quantized, held_out)
-        message = (
-            f"{quantized.name}: labels agree with float32 on {100 * report['agreement']:.1f}% of {report['images']} held-out "
-            f"images, mean |dP(fake)| {report['mean_abs_delta']:.2g}"
-        )
-        if report["agreement"] < AGREEMENT_GOAL:
-            logger.warning("%s, below %.1f%%: keep the float32 file or calibrate on more images", message, 100 * AGREEMENT_GOAL)
-        else:
-            logger.info("%s", message)
-    else:
-        logger.warning("%s has no held-out split (test or valid): the int8 file was not compared with float32", calibration)
-    return quantized, float(np.abs(onnx_p_fake(quantized, pixels) - _keras_p_fake(model, pixels)).max())
+    return quantize_onnx(path, parity.split_pixels(source, calibration_split, model.image_size, count))

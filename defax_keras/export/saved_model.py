@@ -35,6 +35,17 @@ def next_version(export_base) -> int:
     return max(versions, default=0) + 1
 
 
+def version_folder(export_base, version: int | None = None) -> Path:
+    """`export_base/<version>/` (the next free version by default); one-line errors for a bad or taken version."""
+    version = next_version(export_base) if version is None else int(version)
+    if version < 1:
+        raise DefaxError(f"--version must be a positive integer, got {version}")
+    path = Path(export_base) / str(version)
+    if path.exists():
+        raise DefaxError(f"{path} already exists; TF Serving versions are immutable: choose another --version")
+    return path
+
+
 def _pixels_model(model):
     """The model with named outputs: `probabilities` and `p_fake`."""
     import keras
@@ -60,12 +71,7 @@ def export_saved_model(model, export_base, version: int | None = None, threshold
         )
     if not 0.0 <= threshold <= 1.0:
         raise DefaxError(f"threshold must be in [0, 1], got {threshold}")
-    version = next_version(export_base) if version is None else int(version)
-    if version < 1:
-        raise DefaxError(f"--version must be a positive integer, got {version}")
-    path = Path(export_base) / str(version)
-    if path.exists():
-        raise DefaxError(f"{path} already exists; TF Serving versions are immutable: choose another --version")
+    path = version_folder(export_base, version)
 
     size = int(model.inputs[0].shape[1])
     archive = keras.export.ExportArchive()
