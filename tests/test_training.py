@@ -197,6 +197,28 @@ UNFREEZING = dict(
 )
 
 
+def test_each_training_epoch_is_drawn_from_seed_and_epoch_alone(tiny_demo):
+    """A stream started at epoch 2 gives what a stream started at 0 gives in its third epoch; epochs differ."""
+    from defax_keras.data.pipeline import make_dataset
+
+    def epochs(first, count, steps=None):
+        data = make_dataset(str(tiny_demo), "train", image_size=32, batch_size=8, seed=5, first_epoch=first, steps_per_epoch=steps)
+        per_epoch = steps or 4  # 32 training images
+        batches = list(data.take(per_epoch * count).as_numpy_iterator())
+        return [batches[i * per_epoch : (i + 1) * per_epoch] for i in range(count)]
+
+    from_start, resumed = epochs(0, 3), epochs(2, 1)
+    for (images, labels), (expected_images, expected_labels) in zip(resumed[0], from_start[2]):
+        np.testing.assert_array_equal(labels, expected_labels)
+        np.testing.assert_allclose(images, expected_images, atol=1e-4)
+    labels = [np.concatenate([b[1] for b in epoch]) for epoch in from_start]
+    assert all(np.bincount(epoch).tolist() == [16, 16] for epoch in labels)  # each image once per epoch
+    assert not np.array_equal(labels[0], labels[1]) and not np.array_equal(labels[1], labels[2])
+    first, again = epochs(1, 1, steps=3)[0], epochs(0, 2, steps=3)[1]  # with steps_per_epoch: 3 full batches
+    assert [b[0].shape[0] for b in first] == [8, 8, 8]
+    np.testing.assert_allclose(first[2][0], again[2][0], atol=1e-4)
+
+
 def _killed_at(point: str, settings: dict, data, output: Path, resume: bool = False) -> None:
     """`defax train` (resumed or not) with the kill hook set: it must die by SIGKILL at `point`."""
     from defax_keras.training.callbacks import KILL_HOOK
