@@ -167,6 +167,8 @@ def make_dataset(
     drop_remainder: bool = False,
     deterministic: bool | None = None,
     manifest_dir=None,
+    first_epoch: int | None = None,
+    steps_per_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """A batched `tf.data.Dataset` of `(images, labels)` from one split.
 
@@ -189,6 +191,12 @@ def make_dataset(
             yes unless shuffling without a seed.
         manifest_dir: forwarded to `load_source` (where an unsplit dataset's
             split is saved).
+        first_epoch: with `seed`, an endless stream of whole epochs from this
+            one, each epoch's order and augmentation a function of `(seed,
+            epoch)` alone, so training resumed at epoch N sees what an
+            uninterrupted run saw (give `fit` the epoch's `steps_per_epoch`).
+        steps_per_epoch: with `first_epoch`, batches per epoch (full ones);
+            default one pass over the split, its last batch partial.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`: float32 RGB pixels in [0, 255]
@@ -236,25 +244,16 @@ def make_dataset(
     if cache:
         dataset = dataset.map(lambda p, y, k: (tf.io.read_file(p), y, k), num_parallel_calls=AUTOTUNE)
         dataset = dataset.cache("" if cache is True else str(cache))
-    if shuffle:
-        dataset = dataset.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
-    # A shuffled epoch refills a dropped file from the next pass, so it keeps
-    # exactly len(samples) images and `fit` knows its length up front.
-    refill = shuffle and not repeat
-    if repeat or refill:
-        dataset = dataset.repeat()
 
     def read(data_or_path):
         return data_or_path if cache else tf.io.read_file(data_or_path)
 
     if augmentation is None:
 
-        def load(item, label, kind):
+        def load(item, label, kind, element_seed):
             return eval_transform(read(item), kind, image_size), label
 
     else:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda item, s: (*item, s))
 
         def load(item, label, kind, element_seed):
             crop_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed, num=2))
@@ -262,12 +261,42 @@ def make_dataset(
             image = decode_cropped(read(item), kind, lambda shape: random_crop_window(shape, crop_seed, augmentation))
             return warp_crop(image, image_size, params, augmentation), label, params
 
-    dataset = dataset.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if shuffle:  # ordered passes were verified above and keep their known length
-        dataset = dataset.ignore_errors(log_warning=True)
-    if refill:  # the stream is endless, so `take` always yields exactly this many
-        dataset = dataset.take(len(samples)).apply(tf.data.experimental.assert_cardinality(len(samples)))
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    def decode(files, seeds, images=None):
+        """Load `(file, seed)` pairs and batch; a shuffled stream drops undecodable files, and an endless one still gives `images`."""
+        stream = tf.data.Dataset.zip(files, seeds).map(lambda item, s: (*item, s))
+        stream = stream.map(load, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        if shuffle:  # ordered passes were verified above and keep their known length
+            stream = stream.ignore_errors(log_warning=True)
+        if images:
+            stream = stream.take(images).apply(tf.data.experimental.assert_cardinality(images))
+        return stream.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+    if first_epoch is not None:
+        if not shuffle:
+            raise DataError("first_epoch needs a shuffled (training) split")
+        files = dataset
+
+        def epoch_stream(epoch):
+            key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
+            passes = tf.data.Dataset.counter().flat_map(
+                lambda n: files.shuffle(
+                    len(samples), seed=tf.random.experimental.stateless_fold_in(key, n)[0], reshuffle_each_iteration=False
+                )
+            )
+            seeds = tf.data.Dataset.counter().map(lambda i: tf.random.experimental.stateless_fold_in(key, -1 - i))
+            return decode(passes, seeds, steps_per_epoch * batch_size if steps_per_epoch else len(samples))
+
+        dataset = tf.data.Dataset.counter(first_epoch).flat_map(epoch_stream)
+    else:
+        if shuffle:
+            dataset = dataset.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
+        # A shuffled epoch refills a dropped file from the next pass, so it keeps
+        # exactly len(samples) images and `fit` knows its length up front.
+        refill = shuffle and not repeat
+        if repeat or refill:
+            dataset = dataset.repeat()
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = decode(dataset, seeds, len(samples) if refill else None)
     if augmentation is not None:
         dataset = dataset.map(
             lambda images, labels, params: (augment_batch(images, params, augmentation), labels),

@@ -16,6 +16,7 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -103,21 +104,27 @@ def evaluate_split(model, source, split: str, batch_size: int) -> tuple[dict, fl
     return classification_metrics([s.label for s in samples], p_fake), len(samples) / seconds
 
 
+def _train_data(config: TrainingConfig, source, image_size: int, first_epoch: int):
+    """Endless training epochs from `first_epoch`, each drawn from (seed, epoch): a resumed run replays the uninterrupted one."""
+    from defax_keras.data.pipeline import make_dataset
+
+    augment = dict(config.augmentation) if config.augment else False
+    return make_dataset(
+        source, "train", image_size=image_size, batch_size=config.batch_size, augment=augment, seed=config.seed,
+        cache=config.cache, first_epoch=first_epoch, steps_per_epoch=config.steps_per_epoch,
+    )
+
+
 def _datasets(config: TrainingConfig, image_size: int, run_dir: Path, completed: int):
-    """The data source and its training and validation (if any) datasets."""
+    """The data source and its training (from epoch `completed`) and validation (if any) datasets."""
     from defax_keras.data.pipeline import make_dataset
     from defax_keras.data.sources import load_source
 
     source = load_source(config.data, manifest_dir=run_dir, seed=config.seed)
-    batch, cache = config.batch_size, config.cache
-    augment = dict(config.augmentation) if config.augment else False
-    # A resumed run must not replay the first epochs' order and augmentations.
-    train_data = make_dataset(
-        source, "train", image_size=image_size, batch_size=batch, augment=augment, seed=config.seed + completed, cache=cache
-    )
+    train_data = _train_data(config, source, image_size, completed)
     valid_data = None
     if "valid" in source.splits:
-        valid_data = make_dataset(source, "valid", image_size=image_size, batch_size=batch, cache=cache)
+        valid_data = make_dataset(source, "valid", image_size=image_size, batch_size=config.batch_size, cache=config.cache)
     return source, train_data, valid_data
 
 
@@ -139,16 +146,22 @@ def _write_results(run_dir: Path, config: TrainingConfig, source, monitor: str, 
     """metrics.json (test split of the best model), the final data report and the curves."""
     import keras
 
+    from defax_keras.training.callbacks import kill_if_asked, monitor_state
     from defax_keras.training.curves import plot_history, read_history
 
     best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    history = read_history(run_dir / "history.csv")
+    state = monitor_state(history, monitor, config.early_stopping_patience)
     metrics = {
         "model": config.model,
         "parameters": int(best.count_params()),
         "image_size": int(best.image_size),
         "epochs_completed": completed,
-        "training_seconds": round(sum(r.get("epoch_seconds") or 0 for r in read_history(run_dir / "history.csv")), 1),
+        "training_seconds": round(sum(r.get("epoch_seconds") or 0 for r in history), 1),
         "monitor": monitor,
+        # Counted from 1, as the progress bar counts; history.csv counts from 0.
+        "best_epoch": state.best_epoch + 1 if state.best is not None else None,
+        "stopped_early_after_epoch": state.stopped_epoch + 1 if state.stopped_epoch else None,
         "data": source.root,
         "skipped_files": len(source.skipped),
     }
@@ -156,6 +169,7 @@ def _write_results(run_dir: Path, config: TrainingConfig, source, monitor: str, 
         test_metrics, speed = evaluate_split(best, source, "test", config.batch_size)
         metrics["test"] = test_metrics
         metrics["inference_images_per_second"] = round(speed, 1)
+    kill_if_asked("evaluate")
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     source.write_report(run_dir / "data_report.json")  # now also lists files found bad while decoding
     plot_history(run_dir / "history.csv", run_dir / "training_curves.png")
@@ -233,7 +247,7 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
     """Train a resolved `config` (see `training.config.resolve_config`); returns the finished run."""
     import keras
 
-    from defax_keras.training.callbacks import build_callbacks
+    from defax_keras.training.callbacks import build_callbacks, monitor_state
     from defax_keras.training.distribute import check_batch, distribution_scope
 
     run_dir = Path(run_dir or config.output or default_run_dir(config.model))
@@ -267,9 +281,7 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
             logger.warning("No validation split: monitoring training '%s' instead of '%s'", monitor[4:], monitor)
             monitor = monitor[4:]
 
-        steps = config.steps_per_epoch or int(train_data.cardinality())
-        if config.steps_per_epoch:
-            train_data = train_data.repeat()
+        steps = config.steps_per_epoch or math.ceil(len(source.split("train")) / batch)
         optimizer = model.make_optimizer(
             config.learning_rate,
             config.weight_decay,
@@ -291,17 +303,23 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
             ", ".join(f"{k} {sum(v.values())}" for k, v in source.counts().items()),
             config.epochs, steps, batch, config.precision,
         )
+        history = _truncate_history(run_dir / "history.csv", completed)
+        # A run that had stopped early (killed while writing its results) trains no further:
+        # its fit restores the backup and runs no epoch.
+        end = completed if monitor_state(history, monitor, config.early_stopping_patience).stopped_epoch else config.epochs
         phases = []
         frozen = config.freeze_backbone_epochs
-        if frozen and completed < frozen:
+        if frozen and completed < min(frozen, end):
             phases.append((True, frozen))
-        phases.append((False, config.epochs))
+        phases.append((False, end))
         # Progressive unfreezing (the recipe's `freeze_backbone_epochs` and `unfreeze_schedule`):
         # a resumed run starts in the phase its next epoch belongs to.
         for freeze, until in phases:
             if freeze or frozen:
                 model.set_training_phase(freeze, config.unfreeze_schedule)
                 _compile(model, optimizer, config, jit)
+            if train_data is None:  # the second phase: its epochs from where the first stopped
+                train_data = _train_data(config, source, model.image_size, completed)
             history = _truncate_history(run_dir / "history.csv", completed)
             callbacks = build_callbacks(run_dir, config, history, monitor)
             model.fit(
@@ -313,7 +331,7 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
                 callbacks=callbacks,
                 verbose=_verbosity() if verbose == "auto" else verbose,
             )
-            completed = _completed_epochs(run_dir)
+            completed, train_data = _completed_epochs(run_dir), None
             if model.stop_training:
                 break
 
