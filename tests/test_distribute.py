@@ -133,6 +133,7 @@ def logs_of(folder: Path) -> str:
     return "\n".join(f"--- {log.name}\n{log.read_text()[-2500:]}" for log in sorted(folder.glob("*.log")))
 
 
+@pytest.mark.slow  # 40 s (TensorFlow) and 350 s (JAX, Gloo) on a loaded 2-core machine
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("backend, distribute", [("tensorflow", "multiworker"), ("jax", "data_parallel")])
 def test_two_processes_train_as_one_and_resume_after_a_kill(backend, distribute, tiny_demo, tmp_path):
