@@ -441,6 +441,39 @@ class ImageClassifier(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)  # so the saved optimizer state loads
 
+    # Keras 3.15's TensorFlow trainer fails under MultiWorkerMirroredStrategy twice: it averages the batch peeked
+    # before `fit` with `strategy.reduce`, which cannot take a tuple of PerReplica values ("Attempt to convert a value
+    # (PerReplica ...) to a Tensor"), and it averages each step's logs with `strategy.reduce("MEAN", v, axis=0)`, which
+    # needs a batch axis that scalar logs lack ("Invalid reduction dimension 0 for input with 0 dimensions").
+    # These three methods are the smallest fix; they change nothing on one worker.
+
+    def _multi_worker(self) -> bool:
+        strategy = getattr(self, "_distribute_strategy", None)
+        return strategy is not None and getattr(strategy.extended, "_num_workers", 1) > 1
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Builds the metrics from this replica's share of the peeked batch (see above)."""
+        if iterator is None or not self._multi_worker():
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        strategy = self._distribute_strategy
+        for _, _, batches in iterator:
+            data_batch = keras.tree.map_structure(lambda value: strategy.experimental_local_results(value)[0], next(batches))
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def _with_batch_axis(self, logs):
+        """Scalar logs as `[1]` tensors, whose mean over axis 0 across workers is the average Keras means (see above)."""
+        if not self._multi_worker():
+            return logs
+        return keras.tree.map_structure(lambda value: keras.ops.reshape(value, [1]), logs)
+
+    def train_step(self, *args, **kwargs):
+        return self._with_batch_axis(super().train_step(*args, **kwargs))
+
+    def test_step(self, *args, **kwargs):
+        return self._with_batch_axis(super().test_step(*args, **kwargs))
+
     def fit(self, x=None, y=None, batch_size=None, epochs=1, **kwargs):
         """`keras.Model.fit`; first sizes an undetermined cosine schedule to this run."""
         import tensorflow as tf

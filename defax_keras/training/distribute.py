@@ -4,10 +4,17 @@
   GPU (or the CPU devices TensorFlow sees), variables mirrored, gradients
   all-reduced each step.
 * `multiworker` (TensorFlow): `MultiWorkerMirroredStrategy`; every host runs
-  the same command with its own `TF_CONFIG` (cluster addresses and its index).
+  the same command with its own `TF_CONFIG` (cluster addresses and its index)
+  and the same `--output`. As in TensorFlow's guides, the chief (the `chief`
+  task, else worker 0) writes the run directory; the others write to scratch
+  folders they delete, and on resume restore the chief's backup, so every
+  worker continues from the same epoch (the chief's folder must be visible to
+  every worker, e.g. a shared filesystem).
 * `data_parallel` (JAX): `keras.distribution.DataParallel` over `jax.devices()`;
-  for several hosts call `jax.distributed.initialize()` first (the usual
-  `JAX_COORDINATOR_ADDRESS` / process-id environment).
+  with `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` set,
+  over the devices of all those processes (`jax.distributed.initialize`;
+  CPU processes all-reduce over Gloo). Process 0 writes the run directory,
+  the others scratch folders, as for `multiworker`.
 
 In every case `batch_size` is the global batch, split evenly across devices,
 so the same config gives the same optimisation on 1 or N devices.
@@ -19,6 +26,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 from defax_keras.errors import DefaxError
 
@@ -26,10 +36,16 @@ logger = logging.getLogger(__name__)
 
 DISTRIBUTIONS = ("none", "mirrored", "multiworker", "data_parallel")
 
+RESUMABLE = ("config.yaml", "history.csv", "model.keras", "split_manifest.csv", "backup")
+"""What a non-chief worker copies from the chief's run directory to resume exactly as the chief does."""
+
 
 @contextlib.contextmanager
-def distribution_scope(name: str | None):
-    """Build, compile and fit the model inside this context; yields the number of replicas."""
+def distribution_scope(name: str | None, batch_size: int | None = None):
+    """Build, compile and fit the model inside this context; yields the number of replicas.
+
+    `batch_size` (the global batch) lets several JAX processes split datasets whose batching Keras cannot read.
+    """
     import keras
 
     name = name or "none"
@@ -64,8 +80,9 @@ def distribution_scope(name: str | None):
         raise DefaxError(f"--distribute data_parallel is JAX's keras.distribution.DataParallel; on {backend} use mirrored or multiworker (TensorFlow)")
     import jax
 
+    _join_jax_processes()
     previous = keras.distribution.distribution()
-    distribution = keras.distribution.DataParallel(devices=jax.devices())
+    distribution = _data_parallel(jax.devices(), batch_size)
     keras.distribution.set_distribution(distribution)
     logger.info("Distribution: data_parallel over %d JAX device(s)", len(jax.devices()))
     try:
@@ -74,6 +91,89 @@ def distribution_scope(name: str | None):
         keras.distribution.set_distribution(previous)
 
 
+JAX_PROCESS_VARIABLES = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+"""Set on every process of a multi-process JAX run (process 0 hosts the coordinator at the address)."""
+
+
+def _join_jax_processes() -> None:
+    """`jax.distributed.initialize` from JAX_PROCESS_VARIABLES, before JAX starts; CPU processes all-reduce over Gloo."""
+    import jax
+
+    given = [name for name in JAX_PROCESS_VARIABLES if os.environ.get(name)]
+    if not given or jax.distributed.is_initialized():
+        return
+    if len(given) < len(JAX_PROCESS_VARIABLES):
+        raise DefaxError(f"a multi-process JAX run needs all of {', '.join(JAX_PROCESS_VARIABLES)} (set: {', '.join(given)})")
+    try:
+        count, index = int(os.environ["JAX_NUM_PROCESSES"]), int(os.environ["JAX_PROCESS_ID"])
+    except ValueError as exc:
+        raise DefaxError(f"JAX_NUM_PROCESSES and JAX_PROCESS_ID must be integers: {exc}") from exc
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # else CPU devices of other processes cannot all-reduce
+    try:
+        jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], num_processes=count, process_id=index)
+    except RuntimeError as exc:
+        raise DefaxError(f"cannot join the JAX processes at {os.environ['JAX_COORDINATOR_ADDRESS']}: {str(exc).splitlines()[0]}") from exc
+    logger.info("JAX process %d of %d", index, count)
+
+
+def _data_parallel(devices, batch_size: int | None):
+    """`keras.distribution.DataParallel`; across processes, datasets are re-batched first, as Keras finds the global
+    batch size (to give each process its share) only after a plain `batch` ("The batch size of the input dataset is
+    unknown"), and the pipeline batches in parallel."""
+    import keras
+
+    class DataParallel(keras.distribution.DataParallel):
+        def distribute_dataset(self, dataset):
+            if not (self._is_multi_process and batch_size):
+                return super().distribute_dataset(dataset)
+            import tensorflow as tf
+
+            length = dataset.cardinality()
+            shares = super().distribute_dataset(dataset.unbatch().batch(batch_size))
+            # Each process gets its share of every global batch; Keras needs that count to start the next epoch.
+            if length == tf.data.UNKNOWN_CARDINALITY:
+                return shares
+            return shares.apply(tf.data.experimental.assert_cardinality(length))
+
+    return DataParallel(devices=devices)
+
+
 def check_batch(batch_size: int, replicas: int) -> None:
     if batch_size % replicas:
         raise DefaxError(f"batch_size {batch_size} must be divisible by the {replicas} replicas (it is the global batch)")
+
+
+def _task() -> tuple[dict, str, int]:
+    """TF_CONFIG's cluster, this task's type and index."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        config = {}  # distribution_scope reports it
+    task = config.get("task") or {}
+    return config.get("cluster") or {}, task.get("type", "worker"), int(task.get("index", 0))
+
+
+def worker_run_dir(run_dir: Path, name: str | None, resume: bool) -> Path:
+    """Where this process writes its run files: `run_dir`, except for a non-chief `multiworker` task or JAX process.
+
+    Such a worker writes to a new scratch folder (the caller deletes it) that
+    starts, on resume, with a copy of the chief's resumable state: every worker then
+    restores the same epoch, best value and weights, as the strategy needs.
+    """
+    if name == "data_parallel" and int(os.environ.get("JAX_PROCESS_ID") or 0) > 0:
+        kind, index = "process", int(os.environ["JAX_PROCESS_ID"])
+    elif name == "multiworker":
+        cluster, kind, index = _task()
+        if kind == ("chief" if "chief" in cluster else "worker") and index == 0:
+            return run_dir
+    else:
+        return run_dir
+    scratch = Path(tempfile.mkdtemp(prefix=f"defax-{kind}{index}-"))
+    for item in RESUMABLE if resume else ():
+        source = run_dir / item
+        if source.is_dir():
+            shutil.copytree(source, scratch / item)
+        elif source.is_file():
+            shutil.copy2(source, scratch / item)
+    logger.info("Worker %s %d: scratch run directory %s (the chief writes %s)", kind, index, scratch, run_dir)
+    return scratch

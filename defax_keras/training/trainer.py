@@ -248,18 +248,19 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
     import keras
 
     from defax_keras.training.callbacks import build_callbacks, monitor_state
-    from defax_keras.training.distribute import check_batch, distribution_scope
+    from defax_keras.training.distribute import check_batch, distribution_scope, worker_run_dir
 
-    run_dir = Path(run_dir or config.output or default_run_dir(config.model))
+    shared_dir = Path(run_dir or config.output or default_run_dir(config.model))
+    run_dir = worker_run_dir(shared_dir, config.distribute, resume)  # a scratch folder for a non-chief worker
     completed = prepare_run_dir(run_dir, resume)
-    config = config.replace(output=str(run_dir))
+    config = config.replace(output=str(shared_dir))
 
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(config.precision)
     created = not run_dir.exists()
     scope = contextlib.ExitStack()  # the distribution covers building, compiling and fitting
     try:
-        replicas = scope.enter_context(distribution_scope(config.distribute))
+        replicas = scope.enter_context(distribution_scope(config.distribute, config.batch_size))
         check_batch(config.batch_size, replicas)
         keras.utils.set_random_seed(config.seed)
         model = _build(config)  # first: a bad model or weights option fails before data is scanned
@@ -338,9 +339,13 @@ def run_training(config: TrainingConfig, *, run_dir=None, resume: bool = False, 
         if not (run_dir / "model.keras").is_file():  # the monitor never improved (e.g. NaN): keep the last model
             model.save(run_dir / "model.keras")
         scope.close()
+        if run_dir != shared_dir:  # a non-chief worker: the chief writes the results
+            return TrainingResult(shared_dir, config, {})
         metrics = _write_results(run_dir, config, source, monitor, completed)
         shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
         return TrainingResult(run_dir, config, metrics)
     finally:
         scope.close()
+        if run_dir != shared_dir:
+            shutil.rmtree(run_dir, ignore_errors=True)
         keras.config.set_dtype_policy(previous_policy)
