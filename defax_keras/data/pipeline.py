@@ -274,15 +274,20 @@ def make_dataset(
     if first_epoch is not None:
         if not shuffle:
             raise DataError("first_epoch needs a shuffled (training) split")
-        files = dataset
+        # Every file in one element (what a full shuffle buffer holds anyway), permuted by a stateless
+        # shuffle per pass: `Dataset.shuffle` with a tensor seed breaks under a global seed of 0.
+        everything = dataset.batch(len(samples))
+
+        def shuffled_pass(key):
+            def permute(*columns):
+                order = tf.random.experimental.stateless_shuffle(tf.range(len(samples)), seed=key)
+                return tf.data.Dataset.from_tensor_slices(tuple(tf.gather(column, order) for column in columns))
+
+            return everything.flat_map(permute)
 
         def epoch_stream(epoch):
             key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), epoch)
-            passes = tf.data.Dataset.counter().flat_map(
-                lambda n: files.shuffle(
-                    len(samples), seed=tf.random.experimental.stateless_fold_in(key, n)[0], reshuffle_each_iteration=False
-                )
-            )
+            passes = tf.data.Dataset.counter().flat_map(lambda n: shuffled_pass(tf.random.experimental.stateless_fold_in(key, n)))
             seeds = tf.data.Dataset.counter().map(lambda i: tf.random.experimental.stateless_fold_in(key, -1 - i))
             return decode(passes, seeds, steps_per_epoch * batch_size if steps_per_epoch else len(samples))
 
