@@ -115,8 +115,11 @@ def test_run_directory_preset_and_export_format_preset(cnn_run, tmp_path, images
 
     result = _cli("export", "-m", str(run), "-o", str(tmp_path / "exported"), "--format", "preset", "--threshold", "0.4")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == [f"Exported {tmp_path / 'exported'}"]
-    assert "max |P(fake) - Keras| = 0 on" in result.stderr
+    report_path = tmp_path / "exported" / "export_report.json"
+    assert result.stdout.splitlines() == [f"Exported {tmp_path / 'exported'}", f"Report {report_path}"]
+    assert "max |P(fake) - Keras| = 0, mean 0" in result.stderr
+    report = json.loads(report_path.read_text())
+    assert report["passed"] and [(c["status"], c["max_abs_diff"]) for c in report["files"]] == [("passed", 0.0)]
     metadata = json.loads((tmp_path / "exported" / METADATA_FILE).read_text())
     assert metadata["threshold"] == 0.4 and metadata["test_metrics"] == METRICS
 
