@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e ".[dev,jax,onnx,video]"
+	$(BIN)/python -m pip install -e ".[dev,jax,onnx,openvino,video]"
 	$(if $(TORCH_SPEC),$(BIN)/python -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)")
 	touch $@ $(VENV)/.installed
 

@@ -200,3 +200,26 @@ def numpy_attention_scores(attention, queries, context) -> np.ndarray:
     logits = q @ k.transpose(0, 1, 3, 2) / np.sqrt(q.shape[-1])
     weights = np.exp(logits - logits.max(-1, keepdims=True))
     return weights / weights.sum(-1, keepdims=True)
+
+
+def demo_trained_cnn(root):
+    """`(model path, model, dataset)`: simple_cnn_nano trained for 15 epochs on a small demo set (48 px), so its
+    P(fake) spreads far from 0.5 and a converter that moves it is seen (an untrained model says about 0.5 for everything)."""
+    import keras
+
+    from defax_keras.data import load_source
+    from defax_keras.data.demo import demo_dataset
+    from defax_keras.data.files import load_image
+    from defax_keras.models import build_model
+
+    root = Path(root)
+    data = demo_dataset(root / "demo", per_class={"train": 64, "valid": 8, "test": 32}, image_size=48)
+    train = load_source(data).split("train")
+    pixels = np.stack([load_image(s.path, 48) for s in train])
+    keras.utils.set_random_seed(0)
+    model = build_model("simple_cnn_nano", image_size=48)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
+    model.fit(pixels, np.array([s.label for s in train]), batch_size=16, epochs=15, verbose=0)
+    path = root / "simple_cnn_nano.keras"
+    model.save(path)
+    return path, model, data

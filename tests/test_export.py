@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import encode, pattern, run_on_backend, write, write_image
+from helpers import demo_trained_cnn, encode, pattern, run_on_backend, write, write_image
 
 from defax_keras.cli.predict import format_results
 from defax_keras.data.files import load_image
@@ -38,22 +38,7 @@ def cnn(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """simple_cnn_nano trained for 15 epochs on a small demo set (48 px): P(fake) spread far from 0.5,
-    so an export that moves it is seen (an untrained model says about 0.5 for everything)."""
-    from defax_keras.data import load_source
-    from defax_keras.data.demo import demo_dataset
-
-    root = tmp_path_factory.mktemp("trained")
-    data = demo_dataset(root / "demo", per_class={"train": 64, "valid": 8, "test": 32}, image_size=48)
-    train = load_source(data).split("train")
-    pixels = np.stack([load_image(s.path, 48) for s in train])
-    keras.utils.set_random_seed(0)
-    model = build_model("simple_cnn_nano", image_size=48)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
-    model.fit(pixels, np.array([s.label for s in train]), batch_size=16, epochs=15, verbose=0)
-    path = root / "simple_cnn_nano.keras"
-    model.save(path)
-    return path, model, data
+    return demo_trained_cnn(tmp_path_factory.mktemp("trained"))
 
 
 def _report_pixels(report, size: int) -> np.ndarray:

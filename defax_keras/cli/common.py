@@ -84,3 +84,21 @@ def progress_bar(unit: str):
 
     return make
 
+
+def engine_arguments(parser) -> None:
+    """`--engine` and `--min-agreement`, shared by predict and serve (docs/performance.md)."""
+    from defax_keras.export.parity import INT8_MIN_AGREEMENT
+    from defax_keras.inference.engines import CHOICES
+
+    group = parser.add_argument_group("engine", "what runs a Keras model (docs/performance.md)")
+    group.add_argument(
+        "--engine", choices=CHOICES,
+        help="default: the model's own (Keras; an exported file's engine); keras; onnxruntime or openvino: the model converted "
+        "(cached) and checked against Keras on held-out "
+        "images first; auto: the fastest installed engine that passes that check. An exported file runs in its own engine "
+        "(an .onnx file also in openvino)",
+    )
+    group.add_argument(
+        "--min-agreement", type=float, default=INT8_MIN_AGREEMENT, metavar="FRACTION",
+        help=f"bfloat16 engines: least share of check images whose label equals Keras' (default {INT8_MIN_AGREEMENT})",
+    )

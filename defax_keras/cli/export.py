@@ -1,8 +1,9 @@
-"""`defax export`: SavedModel, TFLite, ONNX files and KerasHub presets, checked against the Keras model."""
+"""`defax export`: SavedModel, TFLite, ONNX, OpenVINO IR files and KerasHub presets, checked against the Keras model."""
 
 from __future__ import annotations
 
 from defax_keras.cli.common import model_argument
+from defax_keras.export.convert import FORMATS
 from defax_keras.export.parity import (
     CHECK_IMAGES,
     FLOAT16_MAX_ABS_DIFF,
@@ -47,16 +48,20 @@ def cmd_export(args) -> int:
 def add_commands(commands) -> None:
     export = commands.add_parser(
         "export",
-        help="SavedModel for TensorFlow Serving (image bytes in), TFLite, ONNX or a KerasHub preset",
+        help="SavedModel for TensorFlow Serving (image bytes in), TFLite, ONNX, OpenVINO IR or a KerasHub preset",
         description="Export a saved model. saved_model: EXPORT_BASE/<version>/ with signatures serving_default "
         "(encoded image bytes -> probabilities, p_fake, label) and predict_pixels (float pixels). tflite: float16 "
-        "and dynamic-range int8 files. onnx: one .onnx file, plus a calibrated int8 one with --quantize int8. preset: "
+        "and dynamic-range int8 files. onnx: one .onnx file, plus a calibrated int8 one with --quantize int8. openvino: "
+        "<name>.xml + .bin (OpenVINO IR, the fastest CPU engine; docs/performance.md), plus <name>.int8.xml with --quantize int8 "
+        "(NNCF with accuracy control: layers return to float until labels agree with the float model on --min-agreement of "
+        "the calibration dataset's valid images). preset: "
         "EXPORT_BASE becomes a KerasHub preset directory (the whole detector, with its --threshold and preprocessing; "
         "keras_hub.upload_preset shares it). "
         f"Each file is read back and run on held-out images (--check-images, default {CHECK_IMAGES}, of the test, else valid, "
         "split of --check-data; default the model's training dataset from its run's config.yaml, else the demo set) next to "
-        f"the Keras model. Tolerances: float32 files (SavedModel, ONNX, preset) max |dP(fake)| <= {FLOAT32_MAX_ABS_DIFF:g}; "
-        f"TFLite float16 max |dP(fake)| <= {FLOAT16_MAX_ABS_DIFF:g}; int8 files (ONNX --quantize int8, TFLite int8) label "
+        f"the Keras model. Tolerances: float32 files (SavedModel, ONNX, OpenVINO, preset) max |dP(fake)| <= {FLOAT32_MAX_ABS_DIFF:g}; "
+        f"TFLite float16 max |dP(fake)| <= {FLOAT16_MAX_ABS_DIFF:g}; int8 files (--quantize int8, TFLite int8) and OpenVINO "
+        f"compiled in bfloat16 (on CPUs that have it) label "
         f"agreement >= {100 * INT8_MIN_AGREEMENT:g}% and mean |dP(fake)| <= {INT8_MAX_MEAN_ABS_DIFF:g}. The numbers go to "
         f"{REPORT_NAME} next to the files. Beyond tolerance the export fails (exit 2) and its files are removed, unless "
         "--keep-failed. A TFLite file with TF Select ops (Swin models) needs the Flex delegate, which Python's interpreter "
@@ -65,11 +70,12 @@ def add_commands(commands) -> None:
     model_argument(export)
     export.add_argument("--output", "-o", required=True, metavar="EXPORT_BASE", help="export base folder (SavedModel versions go in numbered subfolders)")
     export.add_argument("--version", type=int, help="SavedModel version number (default: next free)")
-    export.add_argument("--format", default="saved_model", choices=("saved_model", "tflite", "onnx", "preset"), help="default saved_model")
+    export.add_argument("--format", default="saved_model", choices=FORMATS, help="default saved_model")
     export.add_argument("--threshold", type=float, default=0.5, help="P(fake) at or above which label is 'fake' (default 0.5)")
     export.add_argument(
         "--quantize", choices=("none", "int8"), default="none",
-        help="onnx only: also write <name>.int8.onnx, static int8 calibrated on --calibration (default none)",
+        help="onnx, openvino: also write <name>.int8.onnx (ONNX Runtime static int8) or <name>.int8.xml (NNCF with accuracy "
+        "control), calibrated on --calibration (default none)",
     )
     export.add_argument("--calibration", metavar="DATA", help="dataset path, CSV manifest or 'demo' whose train images calibrate int8")
     export.add_argument("--calibration-images", type=int, default=128, metavar="N", help="int8 calibration images (default 128)")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from defax_keras.cli.common import (
     MODEL_HELP,
+    engine_arguments,
     face_arguments,
     face_settings,
     model_argument,
@@ -69,12 +70,18 @@ def _table(results: list[dict]) -> str:
 
 
 def cmd_predict(args) -> int:
-    from defax_keras.inference import predict, write_timelines
+    from defax_keras.inference import write_timelines
+    from defax_keras.inference.engines import open_engine
+    from defax_keras.inference.predict import check_options
     from defax_keras.video.scoring import VideoOptions
 
+    check_options(args.batch_size, args.threshold)
     faces = face_settings(args, args.model_path)
     video = VideoOptions(args.frames, args.fps, args.video_aggregate)
-    result = predict(args.model_path, args.images, args.batch_size, args.threshold, progress_bar("file"), faces=faces, video=video)
+    predictor, choice = open_engine(args.model_path, args.engine, min_agreement=args.min_agreement)
+    if args.engine is not None:
+        print(choice.describe(), file=sys.stderr)
+    result = predictor.predict(args.images, args.batch_size, args.threshold, progress_bar("file"), faces=faces, video=video)
     results, ignored = result.records, result.skipped
     if args.verbose:
         for path in ignored:
@@ -104,7 +111,8 @@ def cmd_serve(args) -> int:
 
     faces = face_settings(args, args.model_path)
     serve(args.model_path, args.host, args.port, args.workers, batching=not args.no_batching, max_files=args.max_files, faces=faces,
-          max_video_mb=args.max_video_mb, max_video_seconds=args.max_video_seconds, channel_timeout=args.channel_timeout)
+          max_video_mb=args.max_video_mb, max_video_seconds=args.max_video_seconds, channel_timeout=args.channel_timeout,
+          engine=args.engine, min_agreement=args.min_agreement)
     return 0
 
 
@@ -112,12 +120,12 @@ def add_commands(commands) -> None:
     predict = commands.add_parser(
         "predict",
         help="verdicts for image and video files and folders",
-        description="Classify images and videos with a .keras model, a preset directory, an exported SavedModel or an ONNX file. Photos are "
+        description="Classify images and videos with a .keras model, a preset directory, an exported SavedModel, ONNX or OpenVINO file. Photos are "
         "scored face by face (--faces); videos are sampled, their faces tracked across frames and aggregated (docs/video.md). Results "
         "(path, label, p_real, p_fake, faces; frames, tracks and a timeline for videos; error for unreadable files) go to stdout or "
         "--output; progress and logs go to stderr.",
     )
-    model_argument(predict, f"{MODEL_HELP}, a SavedModel export (version folder or export base) or an .onnx file")
+    model_argument(predict, f"{MODEL_HELP}, a SavedModel export (version folder or export base), an .onnx or OpenVINO .xml file")
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image and video files and folders (walked recursively)")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--format", default="table", choices=("table", "csv", "json"), help="default table")
@@ -128,6 +136,7 @@ def add_commands(commands) -> None:
     predict.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="list skipped files and log detail")
     face_arguments(predict)
     video_arguments(predict)
+    engine_arguments(predict)
     predict.add_argument("--timeline", metavar="DIR", help="write a PNG of P(fake) over time per face track for each video into DIR")
     predict.set_defaults(func=cmd_predict)
 
@@ -138,7 +147,8 @@ def add_commands(commands) -> None:
         "GET /api/info, /healthz) with waitress. The model is loaded and warmed up before the port opens; "
         "concurrent requests are micro-batched onto it.",
     )
-    model_argument(serve, f"{MODEL_HELP}, a SavedModel export or an .onnx file")
+    model_argument(serve, f"{MODEL_HELP}, a SavedModel export, an .onnx or OpenVINO .xml file")
+    engine_arguments(serve)
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="default 8000; 0 picks a free port (the 'Serving ... on' line names it)")
     serve.add_argument("--workers", type=int, default=8, help="request threads (default 8); the model runs on one batching thread")

@@ -1,4 +1,4 @@
-"""`defax export`: SavedModel, TFLite (float16, dynamic-range int8) or ONNX, each checked against the Keras model.
+"""`defax export`: SavedModel, TFLite (float16, dynamic-range int8), ONNX or OpenVINO IR, each checked against the Keras model.
 
 Every file is read back from disk right after it is written and run on
 held-out dataset images next to the Keras model (`export.parity`: the
@@ -24,11 +24,13 @@ from defax_keras.console import captured_stderr
 from defax_keras.errors import DefaxError
 from defax_keras.export import parity
 from defax_keras.export.onnx_session import onnx_p_fake
+from defax_keras.export.openvino_ir import choose_precision, export_openvino, openvino_p_fake
 from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model, version_folder
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("saved_model", "tflite", "onnx", "preset")
+FORMATS = ("saved_model", "tflite", "onnx", "openvino", "preset")
+QUANTIZABLE = ("onnx", "openvino")
 FLEX_REASON = "it needs the Flex delegate (TF Select ops: {ops}), which the Python TFLite interpreter lacks; check it on the target runtime"
 
 
@@ -229,8 +231,8 @@ def check_export_options(fmt: str, quantize: str | None = None, calibration=None
         raise DefaxError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     if quantize not in (None, "none", "int8"):
         raise DefaxError(f"unknown quantization {quantize!r}; choose none or int8")
-    if quantize == "int8" and fmt != "onnx":
-        raise DefaxError(f"--quantize int8 applies to --format onnx (TFLite's int8 file is always written); got --format {fmt}")
+    if quantize == "int8" and fmt not in QUANTIZABLE:
+        raise DefaxError(f"--quantize int8 applies to --format onnx or openvino (TFLite's int8 file is always written); got --format {fmt}")
     if quantize == "int8" and calibration is None:
         raise DefaxError("--quantize int8 needs --calibration DATA (a dataset path, CSV manifest or 'demo') to measure activation ranges")
     if calibration_images < 1:
@@ -294,7 +296,7 @@ def export(
     Args:
         model: a detector (`keras.Model`) or the path of a saved one.
         output: the export base folder (SavedModel versions go in numbered subfolders).
-        fmt: `saved_model`, `tflite`, `onnx` or `preset` (a KerasHub-format detector preset).
+        fmt: `saved_model`, `tflite`, `onnx`, `openvino` (IR `.xml` + `.bin`) or `preset` (a KerasHub-format detector preset).
         config, metrics: what a preset carries besides the model (the run's config.yaml and metrics.json).
         check_data: dataset whose test (else valid) split the files are checked on; default the dataset of
             the run `model` comes from, else the demo set. `check_images` of them are used.
@@ -317,8 +319,11 @@ def export(
         >>> result.report["check_images"]["split"], result.passed   # held-out images of the run's dataset
         ('test', True)
 
-    `quantize="int8"` (ONNX only) also writes `<name>.int8.onnx`, calibrated
-    on `calibration_images` train (else valid) images of the dataset
+    `quantize="int8"` (ONNX, OpenVINO) also writes `<name>.int8.onnx` (ONNX
+    Runtime static int8) or `<name>.int8.xml` (NNCF, with accuracy control:
+    layers go back to float until labels agree with the float model on
+    `min_agreement` of the calibration dataset's valid images), calibrated on
+    `calibration_images` train (else valid) images of the dataset
     `calibration`. `config` and `metrics` (the training config and test
     metrics) go into a preset's metadata.
     """
@@ -335,12 +340,16 @@ def export(
     created = not output.exists()
     written = _write(model, output, fmt, version, threshold, config, metrics)
     if quantize:
-        written.append((_quantized_onnx(written[0][0], model, calibration, calibration_images), "int8", []))
+        quantized = _quantized_onnx if fmt == "onnx" else _quantized_openvino
+        written.append((quantized(written[0][0], model, calibration, calibration_images, min_agreement, threshold), "int8", []))
+    if fmt == "openvino" and choose_precision("auto")[0] == "bf16":
+        written.insert(1, (written[0][0], "bfloat16", []))  # what serving compiles it with on this CPU: checked too
     expected = _keras_p_fake(model, images.pixels)
     checks = [
         _check_file(path, fmt, precision, select_ops, model, images.pixels, expected, threshold, min_agreement, max_mean_diff)
         for path, precision, select_ops in written
     ]
+    written = list(dict((path, (path, precision, ops)) for path, precision, ops in written).values())  # one entry per file
     parity.log_checks(checks, images)
     failed = [c for c in checks if c.status == parity.FAILED]
     report_dir = written[0][0] if fmt in ("saved_model", "preset") else output
@@ -373,6 +382,8 @@ def _write(model, output: Path, fmt: str, version, threshold: float, config, met
     output.mkdir(parents=True, exist_ok=True)
     if fmt == "tflite":
         return export_tflite(model, output)
+    if fmt == "openvino":
+        return [(export_openvino(model, output), "float32", [])]
     return [(export_onnx(model, output), "float32", [])]
 
 
@@ -389,6 +400,8 @@ def _check_file(path, fmt, precision, select_ops, model, pixels, expected, thres
     elif fmt == "tflite":
         p_fake = _tflite_p_fake(path, pixels)
         reason = FLEX_REASON.format(ops=", ".join(select_ops) or "unknown") if p_fake is None else None
+    elif fmt == "openvino":
+        p_fake = openvino_p_fake(path, pixels, {"float32": "f32", "bfloat16": "bf16"}.get(precision, "auto"))
     else:
         p_fake = onnx_p_fake(path, pixels)
     return parity.measure(path, fmt, precision, p_fake, expected, tolerance, threshold, reason)
@@ -396,7 +409,9 @@ def _check_file(path, fmt, precision, select_ops, model, pixels, expected, thres
 
 def _remove(paths, created_folder: Path | None) -> None:
     """Delete a failed export's files (and the output folder when this export created it and left it empty)."""
-    for path in map(Path, paths):
+    paths = [Path(p) for p in paths]
+    paths += [p.with_suffix(".bin") for p in paths if p.suffix == ".xml"]  # an IR's weights
+    for path in paths:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -405,13 +420,35 @@ def _remove(paths, created_folder: Path | None) -> None:
         created_folder.rmdir()
 
 
-def _quantized_onnx(path, model, calibration, count: int) -> Path:
-    """The int8 file, calibrated on `count` train (else valid) images of `calibration`; checked like every other file."""
+def _calibration_split(calibration):
+    """The loaded calibration source and the split calibration images come from (train, else valid)."""
     from defax_keras.data import load_source
-    from defax_keras.export.quantize import quantize_onnx
 
     source = load_source(calibration)
-    calibration_split = next((s for s in ("train", "valid") if s in source.splits), None)
-    if calibration_split is None:
+    split = next((s for s in ("train", "valid") if s in source.splits), None)
+    if split is None:
         raise DefaxError(f"{calibration} has no train or valid split to calibrate with (it has: {', '.join(source.splits) or 'no images'})")
-    return quantize_onnx(path, parity.split_pixels(source, calibration_split, model.image_size, count))
+    return source, split
+
+
+def _quantized_onnx(path, model, calibration, count: int, min_agreement: float, threshold: float) -> Path:
+    """The int8 ONNX file, calibrated on `count` train (else valid) images of `calibration`; checked like every other file."""
+    from defax_keras.export.quantize import quantize_onnx
+
+    source, split = _calibration_split(calibration)
+    return quantize_onnx(path, parity.split_pixels(source, split, model.image_size, count))
+
+
+def _quantized_openvino(path, model, calibration, count: int, min_agreement: float, threshold: float) -> Path:
+    """The NNCF int8 IR: calibrated on `count` train (else valid) images of `calibration`, its accuracy controlled
+    on that dataset's valid split (else the train images after the calibration ones), never on the check images."""
+    from defax_keras.export.openvino_int8 import quantize_openvino
+
+    source, split = _calibration_split(calibration)
+    if split == "train" and "valid" in source.splits:
+        validation = parity.split_pixels(source, "valid", model.image_size, parity.CHECK_IMAGES)
+        calibration_pixels = parity.split_pixels(source, split, model.image_size, count)
+    else:
+        pixels = parity.split_pixels(source, split, model.image_size, count + parity.CHECK_IMAGES)
+        calibration_pixels, validation = pixels[:count], pixels[count:]
+    return quantize_openvino(path, calibration_pixels, validation, min_agreement, threshold)

@@ -1,4 +1,4 @@
-"""Inference: Keras, SavedModel and ONNX detectors behind one interface, for `predict`, `serve` and the benchmarks.
+"""Inference: Keras, SavedModel, ONNX and OpenVINO detectors behind one interface, for `predict`, `serve` and the benchmarks.
 
     import defax_keras as dk
     detector = dk.load_predictor("runs/defax_nano-demo")   # or a preset, a SavedModel, an .onnx file
@@ -17,6 +17,7 @@ from defax_keras.inference.predict import (
 from defax_keras.inference.predictors import (
     KerasPredictor,
     OnnxPredictor,
+    OpenVINOPredictor,
     Predictor,
     SavedModelPredictor,
     load_predictor,
@@ -26,6 +27,7 @@ __all__ = [
     "FIELDS",
     "KerasPredictor",
     "OnnxPredictor",
+    "OpenVINOPredictor",
     "PredictionResult",
     "Predictor",
     "SavedModelPredictor",

@@ -49,6 +49,8 @@ class PredictionResult:
     model: str = ""
     threshold: float = 0.5
     faces: FaceSettings = field(default_factory=FaceSettings)
+    engine: object = None
+    """The `EngineChoice` when an engine was chosen (`engine=` other than keras), else None."""
 
     @property
     def failed(self) -> list[dict]:
@@ -160,7 +162,7 @@ def _run(predictor, files, skipped, batch_size, threshold, progress_factory, set
 
 
 def predict(model_path, inputs, batch_size: int = 32, threshold: float | None = None, progress_factory=None, faces=None,
-            video: VideoOptions | None = None) -> PredictionResult:
+            video: VideoOptions | None = None, engine: str | None = None) -> PredictionResult:
     """Records for every image and video under `inputs` (files and folders), and the files skipped for their extension.
 
     Args:
@@ -174,6 +176,8 @@ def predict(model_path, inputs, batch_size: int = 32, threshold: float | None = 
             settings the model was trained with (`faces.json` in its run directory), else `auto`.
         video: `VideoOptions` for video files (frames sampled, aggregation); default 32 frames, `mean`.
             A video's record has `kind: video`, `frames`, `tracks` and a `timeline` (docs/video.md).
+        engine: what runs a Keras model: None (Keras), `keras`, `onnxruntime`, `openvino` or `auto`
+            (`inference.engines.open_engine`; the result's `engine` says which and why).
 
     Returns:
         A `PredictionResult`.
@@ -187,7 +191,14 @@ def predict(model_path, inputs, batch_size: int = 32, threshold: float | None = 
     check_options(batch_size, threshold)
     settings = face_settings_for(faces, model_path)
     files, skipped = collect_image_files(inputs, videos=True)
-    return _run(load_predictor(model_path), files, skipped, batch_size, threshold, progress_factory, settings, video)
+    if engine is None:
+        return _run(load_predictor(model_path), files, skipped, batch_size, threshold, progress_factory, settings, video)
+    from defax_keras.inference.engines import open_engine
+
+    predictor, choice = open_engine(model_path, engine)
+    result = _run(predictor, files, skipped, batch_size, threshold, progress_factory, settings, video)
+    result.engine = choice
+    return result
 
 
 def write_timelines(result: PredictionResult, folder) -> list:

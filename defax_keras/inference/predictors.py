@@ -7,6 +7,8 @@ probabilities `[P(real), P(fake)]`, whatever runs it:
     KerasPredictor      a `.keras` file, a run directory or a preset directory (Keras)
     SavedModelPredictor an exported SavedModel: a version folder, or the export base (newest version)
     OnnxPredictor       an `.onnx` export (float32 or int8), run by ONNX Runtime on the CPU
+    OpenVINOPredictor   an OpenVINO IR export (`.xml` + `.bin`, float32 or int8), or an `.onnx`
+                        file, run by OpenVINO on the CPU in the precision the CPU suits
 
 `load_predictor(path)` picks the right one from what `path` is.
 """
@@ -26,12 +28,13 @@ class Predictor:
     """What every backend offers.
 
     Attributes:
-        kind: `keras`, `saved_model` or `onnx`.
+        kind: `keras`, `saved_model`, `onnx` or `openvino`.
         name: a display name (the model's name for Keras).
         image_size: the side `S` of the square pixels it takes.
         threshold: the operating threshold (a preset's own; else 0.5).
         path: what it was loaded from.
-        model: the `keras.Model` for Keras backends (Grad-CAM needs it), else None.
+        model: the `keras.Model` for Keras backends (Grad-CAM needs it), else None (an engine chosen for a
+            Keras model keeps it: `inference.engines`).
         metadata: a preset's `metadata.json` ({} otherwise).
     """
 
@@ -149,12 +152,38 @@ class OnnxPredictor(Predictor):
         return run_probabilities(self._session, pixels, self.batch_size)
 
 
+class OpenVINOPredictor(Predictor):
+    """An OpenVINO IR export (`defax export --format openvino`, float32 or int8), or an `.onnx` export read by
+    OpenVINO, compiled for the CPU with bfloat16 where it has bfloat16 instructions (`precision="auto"`).
+
+    Attributes:
+        precision: `f32` or `bf16`, what it was compiled with; `precision_reason` says why.
+    """
+
+    kind = "openvino"
+
+    def __init__(self, path, precision: str = "auto", batch_size: int = 32):
+        from defax_keras.export.openvino_ir import compile_ir, image_size
+
+        self.path = Path(path)
+        self._compiled, self.precision, self.precision_reason = compile_ir(self.path, precision)
+        self.image_size = image_size(self._compiled)
+        self.batch_size = batch_size
+        self.name = f"OpenVINO {self.path.name} ({self.precision})"
+
+    def predict_pixels(self, pixels) -> np.ndarray:
+        from defax_keras.export.openvino_ir import run_probabilities
+
+        return run_probabilities(self._compiled, pixels, self.batch_size)
+
+
 def load_predictor(path) -> Predictor:
     """The predictor for what `path` is.
 
     Args:
         path: a `.keras` file, a run directory, a preset directory (Keras); a SavedModel
-            version folder or export base (SavedModel); an `.onnx` file (ONNX Runtime).
+            version folder or export base (SavedModel); an `.onnx` file (ONNX Runtime); an OpenVINO
+            `.xml` file (OpenVINO). `inference.engines.open_engine` runs a model in another engine.
 
     Returns:
         A `Predictor`; one-line `DefaxError`s for anything else.
@@ -173,6 +202,8 @@ def load_predictor(path) -> Predictor:
     path = Path(os.path.expanduser(str(path)))
     if path.suffix == ".onnx" and path.is_file():
         return OnnxPredictor(path)
+    if path.suffix == ".xml" and path.is_file():
+        return OpenVINOPredictor(path)
     if path.is_dir() and not (path / "model.keras").is_file() and not is_preset_dir(path):
         return SavedModelPredictor(path)
     return KerasPredictor(path)

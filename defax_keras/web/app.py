@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import importlib.util
 import io
 import logging
@@ -192,6 +193,7 @@ class DetectorService:
             self.detector.detect(np.zeros((120, 160, 3), np.uint8))
         self._explain_lock = threading.Lock()
         self._explainer = None
+        self.engine = None  # the EngineChoice (`web.server.build_service` sets it)
 
     def probabilities(self, pixels) -> np.ndarray:
         """`[N, 2]` probabilities of model inputs, through the batcher (shared with other requests)."""
@@ -216,10 +218,22 @@ class DetectorService:
 
     @property
     def can_explain(self) -> bool:
+        return self.explain_note is None
+
+    @property
+    def explain_note(self) -> str | None:
+        """Why Grad-CAM is off, in words for the page (None: it is on). An engine chosen for a Keras model
+        (`--engine`) keeps the Keras model, which computes Grad-CAM on request."""
         from defax_keras.explain.model import explain_targets
 
         model = self.predictor.model
-        return model is not None and bool(explain_targets(model))
+        if model is None:
+            kind = {"saved_model": "a SavedModel", "onnx": "an ONNX", "openvino": "an OpenVINO"}.get(self.predictor.kind, "an exported")
+            return (f"Grad-CAM is off: this server runs {kind} export, which has no Keras model to compute it with. "
+                    "Serve the .keras model (with --engine for the same speed) to have it.")
+        if not explain_targets(model):
+            return "Grad-CAM is off: this model has no spatial feature map to explain."
+        return None
 
     def gradcam_overlays(self, images, classes) -> list[tuple[str, bool]]:
         """Grad-CAM overlays (PNG data URLs) of each image's predicted class, at the model's first target.
@@ -325,6 +339,8 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
                 "threshold": service.threshold,
                 "version": __version__,
                 "explain": ["gradcam"] if service.can_explain else [],
+                "explain_note": service.explain_note,
+                "engine": dataclasses.asdict(service.engine) if service.engine is not None else None,
                 "max_files": max_files,
                 "max_request_bytes": max_request_bytes,
                 "formats": list(ACCEPTED_EXTENSIONS),
@@ -348,7 +364,7 @@ def create_app(service: DetectorService, max_files: int = MAX_FILES, max_request
         if explain not in (None, "", "gradcam"):
             return _error(400, f"unknown explain={explain!r}; the only explanation is gradcam")
         if explain == "gradcam" and not service.can_explain:
-            return _error(400, "this model cannot show Grad-CAM (it is a SavedModel, or has no spatial feature map)")
+            return _error(400, service.explain_note)
         faces = request.args.get("faces")
         if faces not in (None, "") and faces not in MODES:
             return _error(400, f"unknown faces={faces!r}; one of {', '.join(MODES)}")

@@ -23,14 +23,21 @@ BACKSTOP_SLACK = 1024 * 1024
 """Waitress refuses bodies this much over the app's limit itself; below that, the app answers its own 413 with the limits in words."""
 
 
-def build_service(model_path, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005, faces=None):
-    """The loaded, warmed-up model; `faces` (FaceSettings) defaults to the model's own (`faces.json`), else auto."""
+def build_service(model_path, batching: bool = True, max_batch: int = 32, max_wait: float = 0.005, faces=None, engine: str | None = None,
+                  min_agreement: float | None = None):
+    """The loaded, warmed-up model in `engine` (`inference.engines.open_engine`; its choice is `service.engine`);
+    `faces` (FaceSettings) defaults to the model's own (`faces.json`), else auto."""
+    from defax_keras.export.parity import INT8_MIN_AGREEMENT
     from defax_keras.faces.settings import FaceSettings
-    from defax_keras.inference import load_predictor
+    from defax_keras.inference.engines import open_engine
     from defax_keras.web.app import DetectorService
 
     faces = faces if faces is not None else FaceSettings.for_model(model_path)
-    return DetectorService(load_predictor(model_path), batching=batching, max_batch=max_batch, max_wait=max_wait, faces=faces)
+    agreement = INT8_MIN_AGREEMENT if min_agreement is None else min_agreement
+    predictor, choice = open_engine(model_path, engine, min_agreement=agreement)
+    service = DetectorService(predictor, batching=batching, max_batch=max_batch, max_wait=max_wait, faces=faces)
+    service.engine = choice
+    return service
 
 
 def _channel_class():
@@ -85,10 +92,12 @@ def listening_on(server) -> list[tuple[str, int]]:
 
 
 def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 8, batching: bool = True, max_files: int = 64, announce=None, faces=None,
-          max_video_mb: float = 50.0, max_video_seconds: float = 120.0, channel_timeout: int = CHANNEL_TIMEOUT) -> None:
+          max_video_mb: float = 50.0, max_video_seconds: float = 120.0, channel_timeout: int = CHANNEL_TIMEOUT, engine: str | None = None,
+          min_agreement: float | None = None) -> None:
     """Serve until interrupted. `workers` is waitress's request threads; the model has one batching thread.
 
     `faces`: the `FaceSettings` requests get unless they ask for another mode (`?faces=`).
+    `engine`, `min_agreement`: what runs the model (`inference.engines.open_engine`); its choice is announced first.
     `max_video_mb`, `max_video_seconds`: the largest and longest video an upload may be (a 413 or a 400 beyond);
     the request size limit grows to let such a video through. `port` 0 picks a free port (the announced line names it).
     Arguments are checked before the model loads.
@@ -101,7 +110,7 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 
                         ("--max-video-seconds", max_video_seconds), ("--channel-timeout", channel_timeout)):
         if not value > 0:
             raise DefaxError(f"{flag} must be positive, got {value:g}")
-    service = build_service(model_path, batching=batching, faces=faces)
+    service = build_service(model_path, batching=batching, faces=faces, engine=engine, min_agreement=min_agreement)
     app = create_app(service, max_files=max_files, max_video_bytes=int(max_video_mb * 1024 * 1024), max_video_seconds=max_video_seconds)
     try:
         server = make_server(app, host, port, workers, channel_timeout)
@@ -109,7 +118,10 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 
         service.close()
         raise DefaxError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     bound_host, bound_port = listening_on(server)[0]
-    (announce or functools.partial(print, flush=True))(  # flushed: a supervisor waits for this line
+    announce = announce or functools.partial(print, flush=True)
+    if service.engine is not None:
+        announce(service.engine.describe())
+    announce(  # flushed: a supervisor waits for this line
         f"Serving {service.name} on http://{bound_host}:{bound_port}/ ({workers} threads{', micro-batching' if batching else ''}, "
         f"faces {service.faces.mode}); Ctrl+C stops"
     )

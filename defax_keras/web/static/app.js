@@ -39,7 +39,10 @@ async function loadInfo() {
     }
     if (!state.info.explain.includes("gradcam")) {
       $("explain-toggle").disabled = true;
-      $("explain-toggle").parentElement.title = "This model cannot show Grad-CAM";
+      const note = state.info.explain_note || "Grad-CAM is off: this model cannot show it.";
+      $("explain-toggle").parentElement.title = note;
+      $("explain-note").textContent = note;
+      $("explain-note").hidden = false;
     }
   } catch (error) {
     $("model-info").textContent = "Model information unavailable";
