@@ -1,273 +1,265 @@
-"""CPU inference: `defax_tiny` at 224 px, batch 32, in several configurations, against float32 `predict`.
+"""CPU inference engines side by side: `defax_tiny` at 224 px, batch 32, against Keras float32 and the PyTorch peer.
 
-Each configuration runs in its own process (so its peak memory is its own and
-the Keras backend and dtype policy are fresh), side by side in one run:
+One trained model runs everywhere: `defax_tiny` (Swin-Tiny + EfficientNet-B0 +
+cross-attention, the paper's network) trained briefly on the demo set at 224
+(`train_agreement_model`: the exact command is in the results), cached in
+`DEFAX_CACHE/bench/`. Its files are written once by the product's own command,
+`defax export` (so its parity checks run too, and their peak memory is
+recorded), and every configuration runs them in a worker process of its own:
 
-  float32        `model.predict`, the baseline
-  predict_on_batch  float32 `model.predict_on_batch`: what `defax predict` and
-                 `defax serve` call for a .keras model (no per-call data adapter)
-  xla            `jit_compile=True`
-  bfloat16       Keras `mixed_bfloat16` policy (float32 weights, bfloat16 compute, float32 softmax)
-  bfloat16_xla   both
-  onednn_amp     float32 model, oneDNN's automatic bfloat16 graph rewrite
-  saved_model    the exported SavedModel's `predict_pixels` signature
-  onnx           the ONNX export under ONNX Runtime (float32)
-  onnx_int8      the ONNX export quantized to int8 (static, calibrated on demo
-                 training images: 128 for the trained model) under ONNX Runtime
-  jax            the JAX backend (XLA-compiled `predict`)
+  float32          Keras `model.predict`, the baseline
+  bfloat16         Keras `mixed_bfloat16` (float32 weights, bfloat16 compute)
+  onnxruntime      the ONNX export under ONNX Runtime, float32
+  onnxruntime_int8 ONNX Runtime static int8 (`--quantize int8`), calibrated on 128 demo train images
+  openvino_f32     the OpenVINO IR, float32
+  openvino_bf16    the OpenVINO IR, bfloat16 inference precision (only where the CPU has bfloat16)
+  openvino_int8    NNCF int8 with accuracy control (`defax export --format openvino --quantize int8`)
+  peer_float32, peer_bfloat16
+                   the same architecture in PyTorch + timm (`bench/peer_pytorch.py`, its own
+                   environment: `--peer-python`), random weights, float32 and bfloat16 autocast
 
-The same run measures this machine's float32 and bfloat16 matrix-multiply
-peak (GFLOP/s) and reports each configuration's achieved GFLOP/s as a
-fraction of the peak of its compute type. Correctness: each configuration
-also runs a trained model (the demo run's `defax_nano`, `--agreement-model`)
-on the demo test set; its labels must agree with float32 on >= 99.5% of
-images. The last line is one JSON object with `best_config` and
-`best_speedup` (the best correct configuration's images/s over float32's).
+Timing: `bench/rounds.py`, repeated interleaved rounds, one worker computing at
+a time; the figure is the median, with the min-max spread. Agreement: every
+project configuration's labels on the 400 demo test images against Keras
+float32's (the peer has other weights: n/a). The best correct configuration
+is the fastest with agreement >= 99.5%; the last line is one JSON object.
 
-    python bench/inference.py --quick [--write]
+    python bench/inference.py --peer-python /tmp/peer-venv/bin/python [--rounds 5] [--write]
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from common import ROOT, markdown_table, peak_rss_mb, rate, record
+from common import ROOT, machine, markdown_table, record
+from rounds import SPEED_HEADERS, Worker, run_rounds, serve_worker, speed_rows, start_all
 
 from defax_keras.export.parity import INT8_MIN_AGREEMENT as AGREEMENT_GOAL  # the export's int8 rule, one home
 
-CONFIGS = ("float32", "predict_on_batch", "xla", "bfloat16", "bfloat16_xla", "onednn_amp", "saved_model", "onnx", "onnx_int8", "jax")
-QUICK_SKIPS = ("bfloat16_xla", "xla", "onnx", "onnx_int8", "jax")
-"""Left out of --quick (the full run has them): the slowest to compile, convert or calibrate (each 1-3 minutes here)."""
-CALIBRATION_IMAGES = 128
-SPEED_CALIBRATION_IMAGES = 16
-"""The speed model has random weights: its calibration only has to run (the trained model's decides agreement)."""
-EXPORTED = ("saved_model", "onnx", "onnx_int8")
-PEAK_NAMES = {"float32": "f32", "bfloat16": "bf16", "int8": "int8"}
+CONFIGS = ("float32", "bfloat16", "onnxruntime", "onnxruntime_int8", "openvino_f32", "openvino_bf16", "openvino_int8")
+PEER_CONFIGS = ("peer_float32", "peer_bfloat16")
 BATCH = 32
-AGREEMENT_BATCH = 100  # divides the demo test set (400): one compiled shape for XLA and JAX
+TRAINING = {
+    "model": "defax_tiny", "config": "demo", "image_size": 224, "epochs": 1, "batch_size": 16, "set": ["augment=false"],
+}
+"""The agreement model: `defax train --config demo --model defax_tiny --image-size 224 --epochs 1 --batch-size 16
+--set augment=false` (random initialisation; the demo's 112-px crop augmentation does not apply at 224)."""
 
 
-def _matmul_peak(dtype: str, n: int = 2048) -> float:
-    import tensorflow as tf
+def _cache() -> Path:
+    from defax_keras.cache import cache_dir
 
-    a = tf.random.uniform((n, n), dtype=tf.float32)
-    b = tf.random.uniform((n, n), dtype=tf.float32)
-    a, b = tf.cast(a, dtype), tf.cast(b, dtype)
-    matmul = tf.function(lambda: tf.matmul(a, b))
-    return 2 * n**3 * rate(lambda: matmul().numpy(), 1, min_calls=5, min_seconds=2.0) / 1e9
+    return cache_dir("bench", "defax_tiny-demo224")
 
 
-def _int8_matmul_peak(n: int = 2048) -> float | None:
-    """ONNX Runtime's uint8 x int8 -> int32 matrix multiply (what quantized MatMul/Conv run on), in GOP/s."""
-    try:
-        import onnxruntime
-        from onnx import TensorProto, helper
-    except ImportError:
-        return None
-
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
-        "int8_peak",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]), helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
-        [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    feed = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8), "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
-    return 2 * n**3 * rate(lambda: session.run(["c"], feed), 1, min_calls=5, min_seconds=2.0) / 1e9
+def train_command(output) -> list[str]:
+    t = TRAINING
+    command = [sys.executable, "-m", "defax_keras.cli", "train", "--config", t["config"], "--model", t["model"], "--image-size",
+               str(t["image_size"]), "--epochs", str(t["epochs"]), "--batch-size", str(t["batch_size"]), "--output", str(output)]
+    for item in t["set"]:
+        command += ["--set", item]
+    return command
 
 
-def _model_flops(model, size: int) -> float:
-    """Floating-point operations per image, counted by TensorFlow's profiler on the traced graph."""
-    import tensorflow as tf
-    from tensorflow.python.profiler import model_analyzer, option_builder
-
-    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(tf.TensorSpec([1, size, size, 3], tf.float32))
-    options = option_builder.ProfileOptionBuilder.float_operation()
-    options["output"] = "none"
-    return float(model_analyzer.profile(function.graph, options=options).total_float_ops)
-
-
-def _demo_test_pixels(size: int):
-    from defax_keras.data import load_source, make_dataset
-    from defax_keras.data.demo import demo_dataset
-
-    dataset = make_dataset(load_source(demo_dataset()), "test", image_size=size, batch_size=64)
-    return np.concatenate([images for images, _ in dataset.as_numpy_iterator()])
+def train_agreement_model(log) -> Path:
+    """The cached trained defax_tiny run (trained here first when missing: about an hour on 2 cores)."""
+    run = _cache() / "run"
+    if (run / "model.keras").is_file():
+        return run
+    log(f"training the agreement model: {' '.join(train_command(run))}")
+    subprocess.run(train_command(run), check=True)
+    return run
 
 
-def _onnx_predict(model, calibration_images: int):
-    """ONNX Runtime on the model's ONNX export; int8 calibrated on demo training images (the agreement check uses the test split)."""
-    from defax_keras.data import load_source
-    from defax_keras.data.demo import demo_dataset
-    from defax_keras.export.convert import export_onnx
-    from defax_keras.export.parity import split_pixels
-    from defax_keras.export.quantize import quantize_onnx
-    from defax_keras.inference import OnnxPredictor
-
-    path = export_onnx(model, tempfile.mkdtemp())
-    if calibration_images:
-        path = quantize_onnx(path, split_pixels(load_source(demo_dataset()), "train", model.image_size, calibration_images))
-    return OnnxPredictor(path, batch_size=AGREEMENT_BATCH).predict_pixels
-
-
-def worker(config: str, timed_batches: int, agreement_model: str | None, quick: bool = False) -> dict:
-    """One configuration, in this process: images/s of defax_tiny, P(fake) of the trained model on the demo test set."""
-    import keras
-
-    from defax_keras.models import build_model
-    from defax_keras.models.loading import load_model
-
-    policy = "mixed_bfloat16" if config.startswith("bfloat16") else None
-    if config == "onednn_amp":
-        import tensorflow as tf
-
-        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-
-    def prepare(model, calibration_images: int = SPEED_CALIBRATION_IMAGES):
-        """The model as this configuration runs it: a `predict(pixels)` function."""
-        if config in ("xla", "bfloat16_xla"):
-            model.jit_compile = True
-        if config.startswith("onnx"):
-            return _onnx_predict(model, calibration_images if config == "onnx_int8" else 0)
-        if config == "predict_on_batch":
-            return lambda x: np.concatenate([model.predict_on_batch(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
-        if config == "saved_model":
-            from defax_keras.export import export_saved_model
-            from defax_keras.inference import SavedModelPredictor
-
-            return SavedModelPredictor(export_saved_model(model, tempfile.mkdtemp())).predict_pixels
-        return lambda x: model.predict(x, batch_size=min(len(x), AGREEMENT_BATCH if len(x) > BATCH else BATCH), verbose=0)
-
-    keras.utils.set_random_seed(0)
-    model = build_model("defax_tiny", weights="none", dtype=policy)
-    pixels = np.random.default_rng(0).uniform(0, 255, (BATCH, 224, 224, 3)).astype(np.float32)
-    predict = prepare(model)
-    started = time.perf_counter()
-    predict(pixels)
-    first_call = time.perf_counter() - started
-    images_per_second = rate(lambda: predict(pixels), BATCH, min_calls=timed_batches, min_seconds=0, warmup=False)
-    result = {"config": config, "images_per_s": images_per_second, "first_call_s": first_call, "peak_rss_mb": peak_rss_mb()}
-    if config == "float32":
-        result["flops_per_image"] = _model_flops(model, 224)
-        result["peak_gflops"] = {"float32": _matmul_peak("float32"), "bfloat16": _matmul_peak("bfloat16"), "int8": _int8_matmul_peak()}
-    if agreement_model:
-        trained = load_model(agreement_model)
-        if policy:
-            low_precision = build_model(trained.name, weights="none", dtype=policy, image_size=trained.image_size)
-            low_precision.set_weights(trained.get_weights())
-            trained = low_precision
-        pixels = _demo_test_pixels(trained.image_size)
-        pixels = pixels[::2] if quick else pixels  # every other image: both classes, half the time
-        result["p_fake_demo"] = np.asarray(prepare(trained, CALIBRATION_IMAGES)(pixels))[:, 1].astype(float).tolist()
-    return result
-
-
-def _run_worker(config: str, timed_batches: int, agreement_model: str | None, quick: bool = False) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": "jax" if config == "jax" else "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, __file__, "--worker", config, "--timed-batches", str(timed_batches)]
-    if agreement_model:
-        command += ["--agreement-model", agreement_model]
-    if quick:
-        command.append("--quick")
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
-    if result.returncode != 0:
-        return {"config": config, "error": result.stderr.strip().splitlines()[-1][:200] if result.stderr.strip() else f"exit {result.returncode}"}
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    report["wall_s"] = time.perf_counter() - started
+def export_files(run: Path, log) -> dict:
+    """The ONNX and OpenVINO files (float32 and int8) of the trained model, each written by `defax export` in a child
+    process (peak memory and time per export; the int8 files are kept even when they fail their check)."""
+    folder = _cache() / "exports"
+    report = {}
+    for fmt in ("onnx", "openvino"):
+        out = folder / fmt
+        if (out / "export_report.json").is_file():
+            report[fmt] = json.loads((out / "export_report.json").read_text())
+            report[fmt]["export"] = json.loads((out / "export_cost.json").read_text())
+            continue
+        command = [sys.executable, "-m", "defax_keras.cli", "export", "-m", str(run), "-o", str(out), "--format", fmt,
+                   "--quantize", "int8", "--calibration", "demo", "--check-data", "demo", "--keep-failed"]
+        log(f"exporting: {' '.join(command[2:])}")
+        status, seconds, peak, last = _run_child(command)
+        if not (out / "export_report.json").is_file():
+            raise SystemExit(f"export to {fmt} failed (exit {status}): {last}")
+        cost = {"exit": status, "seconds": seconds, "peak_rss_mb": peak, "last_line": last}
+        (out / "export_cost.json").write_text(json.dumps(cost))
+        report[fmt] = {**json.loads((out / "export_report.json").read_text()), "export": cost}
     return report
 
 
-def _default_agreement_model() -> str | None:
-    runs = sorted(glob.glob(str(ROOT / "runs" / "defax_nano-*" / "model.keras")), key=os.path.getmtime)
-    return runs[-1] if runs else None
+def _run_child(command: list[str]) -> tuple[int, float, float, str]:
+    """`(exit status, seconds, the child's own peak RSS MB, stderr's last line)`."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stderr = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, time.perf_counter() - started, usage.ru_maxrss / 1024, (stderr.strip().splitlines() or [""])[-1]
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def _demo_test_pixels(size: int) -> np.ndarray:
+    from defax_keras.data import load_source, make_dataset
+    from defax_keras.data.demo import demo_dataset
+
+    dataset = make_dataset(load_source(demo_dataset()), "test", image_size=size, batch_size=50)
+    return np.concatenate([images for images, _ in dataset.as_numpy_iterator()])
+
+
+def _predictor(config: str, run: Path, exports: Path):
+    """`(predict(pixels) -> [N, 2], words)` for one configuration."""
+    if config in ("float32", "bfloat16"):
+        import keras
+
+        from defax_keras.models import build_model
+        from defax_keras.models.loading import load_model
+
+        model = load_model(run)
+        if config == "bfloat16":
+            low = build_model(model.name, weights="none", dtype="mixed_bfloat16", image_size=model.image_size)
+            low.set_weights(model.get_weights())
+            model = low
+        return (lambda x: model.predict(x, batch_size=BATCH, verbose=0)), f"Keras {keras.__version__} model.predict, {config}"
+    from defax_keras.inference import OnnxPredictor, OpenVINOPredictor
+
+    name = "defax_tiny"
+    if config.startswith("onnxruntime"):
+        import onnxruntime
+
+        file = exports / "onnx" / (f"{name}.int8.onnx" if config.endswith("int8") else f"{name}.onnx")
+        return OnnxPredictor(file).predict_pixels, f"ONNX Runtime {onnxruntime.__version__}, {'int8' if config.endswith('int8') else 'float32'}"
+    import openvino
+
+    file = exports / "openvino" / (f"{name}.int8.xml" if config.endswith("int8") else f"{name}.xml")
+    predictor = OpenVINOPredictor(file, precision={"openvino_f32": "f32", "openvino_bf16": "bf16"}.get(config, "auto"))
+    kind = "int8 (NNCF, accuracy control)" if config.endswith("int8") else "IR"
+    return predictor.predict_pixels, f"OpenVINO {openvino.__version__.split('-')[0]} {kind}, inference precision {predictor.precision}"
+
+
+def worker(config: str, run: Path, exports: Path) -> int:
+    def prepare():
+        predict, words = _predictor(config, run, exports)
+
+        def agreement():
+            return {"p_fake": np.asarray(predict(_demo_test_pixels(224)))[:, 1].astype(float).tolist()}
+
+        return predict, {"engine": words}, {"agreement": agreement}
+
+    return serve_worker(config, prepare, batch=BATCH, image_size=224)
+
+
+# --------------------------------------------------------------------------- driver
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
-    parser.add_argument("--timed-batches", type=int, default=6)
-    parser.add_argument("--quick", action="store_true", help="1 timed batch per configuration, without " + ", ".join(QUICK_SKIPS) + ", agreement on half the demo test set")
-    parser.add_argument("--agreement-model", default=None, help="trained .keras model for the label agreement (default: newest runs/defax_nano-*)")
-    parser.add_argument("--write", action="store_true", help="record the table in bench/RESULTS.md")
+    parser.add_argument("--peer-python", help="the Python of bench/peer_pytorch.py's environment (its docstring): adds " + ", ".join(PEER_CONFIGS))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=2, help="timed batches per configuration per round")
+    parser.add_argument("--write", action="store_true", help="record the tables in bench/RESULTS.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.timed_batches, args.agreement_model, args.quick)))
-        return 0
-    timed = 1 if args.quick else args.timed_batches
-    agreement_model = args.agreement_model or _default_agreement_model()
+        return worker(args.worker, Path(args.run), _cache() / "exports")
+
+    def log(text):
+        print(text, file=sys.stderr, flush=True)
+
+    run = train_agreement_model(log)
+    exports = export_files(run, log)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    if args.quick and args.configs == ",".join(CONFIGS):
-        configs = [c for c in configs if c not in QUICK_SKIPS]
     if "float32" not in configs:
         configs.insert(0, "float32")
-    reports = {config: _run_worker(config, timed, agreement_model, args.quick) for config in configs}
-    base = reports["float32"]
-    if "error" in base:
-        print(f"float32 baseline failed: {base['error']}", file=sys.stderr)
-        return 1
-    flops, peaks = base["flops_per_image"], base["peak_gflops"]
-    reference_p = np.asarray(base.get("p_fake_demo", []))
-    rows, best = [], ("float32", 1.0)
-    for config, report in reports.items():
-        if "error" in report:
-            rows.append([config, "failed", "", "", "", "", "", report["error"]])
+    workers = []
+    for config in configs:  # prepared one at a time: no two compete for the cores or the memory
+        workers.append(Worker(config, [sys.executable, __file__, "--worker", config, "--run", str(run)], env=env))
+        start_all(workers[-1:], log=log)
+    if args.peer_python:
+        for config in PEER_CONFIGS:
+            peer = [args.peer_python, str(ROOT / "bench" / "peer_pytorch.py"), "--worker", config.removeprefix("peer_")]
+            workers.append(Worker(config, peer))
+            start_all(workers[-1:], log=log)
+    measurements = run_rounds(workers, args.rounds, args.batches, close=False, log=log)
+    reference = None
+    agreements = {}
+    for worker_ in workers:
+        if worker_.config.startswith("peer_") or worker_.error is not None:
             continue
-        speedup = report["images_per_s"] / base["images_per_s"]
-        gflops = report["images_per_s"] * flops / 1e9
-        compute = "bfloat16" if "bfloat16" in config or config == "onednn_amp" else "int8" if config.endswith("int8") else "float32"
-        compute = compute if peaks.get(compute) else "float32"
-        peak = peaks[compute]
-        agreement, delta = None, None
-        if reference_p.size and "p_fake_demo" in report:
-            p = np.asarray(report["p_fake_demo"])
-            agreement = float(np.mean((p >= 0.5) == (reference_p >= 0.5)))
-            delta = float(np.mean(np.abs(p - reference_p)))
-        correct = agreement is None or agreement >= AGREEMENT_GOAL
-        report.update(speedup=speedup, gflops=gflops, fraction_of_peak=gflops / peak, agreement=agreement, mean_abs_delta=delta, correct=correct)
-        if correct and agreement is not None and speedup > best[1]:
-            best = (config, speedup)
-        rows.append(
-            [
-                config,
-                f"{report['images_per_s']:.1f}",
-                f"{speedup:.2f}x",
-                f"{gflops:.0f} ({100 * gflops / peak:.0f}% of {PEAK_NAMES[compute]} peak)",
-                "n/a" if agreement is None else f"{100 * agreement:.2f}%",
-                "n/a" if delta is None else f"{delta:.2g}",
-                f"{report['peak_rss_mb']:.0f}",
-                f"first call {report['first_call_s']:.0f} s" + ("; RSS includes the export" if config in EXPORTED else ""),
-            ]
-        )
-    table = markdown_table(["configuration", "images/s", "vs float32", "GFLOP/s", "label agreement", "mean abs dP(fake)", "peak RSS MB", "notes"], rows)
-    int8_peak = f", int8 {peaks['int8']:.0f} GOP/s (ONNX Runtime MatMulInteger)" if peaks.get("int8") else ""
-    summary = (
-        f"defax_tiny: {flops / 1e9:.1f} GFLOPs per 224x224 image (TensorFlow profiler). Matrix-multiply peak on this "
-        f"machine: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s"
-        f"{int8_peak}. Agreement: labels of "
-        f"{Path(agreement_model).parent.name + '/' + Path(agreement_model).name if agreement_model else 'no trained model'} "
-        f"on the demo test set against float32 (goal >= {100 * AGREEMENT_GOAL:.1f}%). Best correct configuration: "
-        f"**{best[0]}**, {best[1]:.2f}x float32 predict (goal >= 3x: {'met' if best[1] >= 3 else 'NOT met'})."
+        p_fake = np.asarray(worker_.run("agreement")["p_fake"])
+        reference = p_fake if worker_.config == "float32" else reference
+        agreements[worker_.config] = p_fake
+    for worker_ in workers:
+        final = worker_.close()
+        measurements[worker_.config].update_peak((final or {}).get("peak_rss_mb"))
+    rows = speed_rows(measurements, baseline="float32")
+    best, peer_best = None, None
+    for row, (config, m) in zip(rows, measurements.items()):
+        p = agreements.get(config)
+        agreement = float(np.mean((p >= 0.5) == (reference >= 0.5))) if p is not None and reference is not None else None
+        delta = float(np.mean(np.abs(p - reference))) if p is not None and reference is not None else None
+        row += ["n/a (other weights)" if agreement is None else f"{100 * agreement:.2f}%", "" if delta is None else f"{delta:.2g}"]
+        m.agreement = agreement
+        if m.ok and agreement is not None and agreement >= AGREEMENT_GOAL and (best is None or m.median > best.median):
+            best = m
+        if m.ok and config.startswith("peer_") and (peer_best is None or m.median > peer_best.median):
+            peer_best = m
+    table = markdown_table([*SPEED_HEADERS, "label agreement", "mean abs dP(fake)"], rows)
+    base = measurements["float32"]
+    lines = [f"Best correct configuration: **{best.config}**, {best.median:.1f} images/s: {best.median / base.median:.2f}x Keras float32 "
+             f"(goal >= 3x: {'met' if best.median / base.median >= 3 else 'NOT met'})"]
+    if peer_best is not None:
+        ratio = best.median / peer_best.median
+        lines.append(f"and {ratio:.2f}x the PyTorch peer's best ({peer_best.config}, {peer_best.median:.1f} images/s; goal >= 2x: "
+                     f"{'met' if ratio >= 2 else 'NOT met'}).")
+    int8 = measurements.get("openvino_int8")
+    if int8 is not None and int8.ok and peer_best is not None:
+        correct = getattr(int8, "agreement", None) is not None and int8.agreement >= AGREEMENT_GOAL
+        lines.append(f"OpenVINO int8 (accuracy control): {int8.median / peer_best.median:.2f}x the peer (stretch goal >= 3x), "
+                     f"{'correct' if correct else 'NOT correct'}.")
+    exported = markdown_table(
+        ["export (`defax export`)", "seconds", "peak RSS MB", "files: check against Keras on 400 demo test images"],
+        [[f"{fmt} + int8", f"{r['export']['seconds']:.0f}", f"{r['export']['peak_rss_mb']:.0f}",
+          "; ".join(f"{Path(f['path']).name} {f['status']} ({_check_words(f)})" for f in r["files"])] for fmt, r in exports.items()],
     )
-    print(table)
-    print(summary)
+    summary = "\n".join(lines)
+    print(table, exported, summary, sep="\n\n")
     if args.write:
-        record("Inference (`bench/inference.py`)", f"Batch {BATCH}, {timed} timed batches per configuration.\n\n{table}\n\n{summary}", "python bench/inference.py " + " ".join(sys.argv[1:]))
-    compact = {c: {k: v for k, v in r.items() if k != "p_fake_demo"} for c, r in reports.items()}
-    print(json.dumps({"benchmark": "inference", "best_config": best[0], "best_speedup": round(best[1], 3), "configs": compact}))
+        t = TRAINING
+        how = (f"Agreement model: defax_tiny trained from random initialisation on the demo set at 224 px for {t['epochs']} epoch(s) "
+               f"(`defax train --config demo --model defax_tiny --image-size 224 --epochs {t['epochs']} --batch-size {t['batch_size']} "
+               f"--set augment=false`); every configuration runs its weights, the peer random weights.")
+        record("Inference (`bench/inference.py`)",
+               f"{machine()}. Batch {BATCH}, {args.rounds} interleaved rounds of {args.batches} batches per configuration.\n\n"
+               f"{how}\n\n{table}\n\n{exported}\n\n{summary}", "python bench/inference.py " + " ".join(sys.argv[1:]))
+    print(json.dumps({"benchmark": "inference", "best_config": best.config, "best_vs_float32": round(best.median / base.median, 3),
+                      "best_vs_peer": round(best.median / peer_best.median, 3) if peer_best else None,
+                      "configs": {c: {**m.as_dict(), "agreement": getattr(m, "agreement", None)} for c, m in measurements.items()}}))
     return 0
+
+
+def _check_words(entry: dict) -> str:
+    if entry.get("agreement") is None:
+        return entry.get("reason") or "not checked"
+    return f"agreement {100 * entry['agreement']:.2f}%, max |dP| {entry['max_abs_diff']:.2g}"
 
 
 if __name__ == "__main__":

@@ -150,11 +150,16 @@ def _converted(engine: str, model, folder: Path) -> Predictor:
 
 
 def _timed_p_fake(predictor: Predictor, pixels, batch_size: int) -> tuple[np.ndarray, float]:
-    """P(fake) of every check image and the steady-state images/s (after one untimed warm-up batch)."""
+    """P(fake) of every check image, and images/s over the full batches only, after an untimed warm-up: the
+    remainder batch runs first, untimed, so a first call at a new batch shape (Keras retraces) is not counted."""
+    full = len(pixels) // batch_size * batch_size
+    rest = predictor.p_fake(pixels[full:]) if full < len(pixels) else np.zeros(0, np.float32)
+    if full == 0:
+        return rest, 0.0
     predictor.predict_pixels(pixels[:batch_size])
     started = time.perf_counter()
-    p_fake = np.concatenate([predictor.p_fake(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)])
-    return p_fake, len(pixels) / max(time.perf_counter() - started, 1e-9)
+    p_fake = [predictor.p_fake(pixels[i : i + batch_size]) for i in range(0, full, batch_size)]
+    return np.concatenate([*p_fake, rest]), full / max(time.perf_counter() - started, 1e-9)
 
 
 def _adopt(predictor: Predictor, keras_predictor: KerasPredictor) -> Predictor:
@@ -259,7 +264,7 @@ def _choose(engine: str, trials: list[EngineTrial], described: str) -> tuple[str
             raise DefaxError(f"{engine} ({trial.precision}) differs from the Keras model beyond tolerance: {trial.check['reason']} on "
                              f"{described}; use --engine keras")
         return engine, "asked for, and it matches Keras"
-    usable = sorted((t for t in trials if t.passed and t.images_per_s), key=lambda t: -t.images_per_s)
+    usable = sorted((t for t in trials if t.passed), key=lambda t: -(t.images_per_s or 0))
     best = usable[0]
     if len(usable) == 1:
         return best.engine, "the only engine that matches Keras"
