@@ -409,7 +409,7 @@ def run_rounds(workers, rounds: int, batches_per_round: int, close: bool = True,
             try:
                 reply = worker.time(batches_per_round)
             except WorkerError as error:
-                measurement.error = worker.error or str(error)
+                worker.error = measurement.error = worker.error or str(error)
                 worker.kill()
                 if log:
                     log(f"{worker.config}: failed in round {round_index + 1}: {measurement.error}")
@@ -483,7 +483,8 @@ def speed_table(measurements, baseline: str | None = None) -> str:
 
 
 def _fake_prepare(config: str):
-    """NumPy stand-ins: `matmul<N>` multiplies N x N matrices per call; `fail` fails to prepare."""
+    """NumPy stand-ins: `matmul<N>` multiplies N x N matrices per call; `fail` fails to prepare;
+    `flaky` fails its second `time` command."""
 
     def prepare():
         import numpy as np
@@ -491,10 +492,18 @@ def _fake_prepare(config: str):
         if config == "fail":
             raise RuntimeError("this worker fails on purpose")
         print("a stray print: must land on stderr", flush=True)
-        n = int(config.removeprefix("matmul") or 256)
+        n = 64 if config == "flaky" else int(config.removeprefix("matmul") or 256)
         matrix = np.random.default_rng(1).standard_normal((n, n)).astype(np.float32)
+        calls = []
+
+        def predict(pixels):
+            calls.append(1)
+            if config == "flaky" and len(calls) > 3:  # warm-up + round 1's two batches, then fails
+                raise FloatingPointError("flaky worker fails in round 2")
+            return matrix @ matrix
+
         return (
-            lambda pixels: matrix @ matrix,
+            predict,
             {"engine": f"NumPy {np.__version__} matmul {n}", "adapt_input": lambda pixels: pixels[:1]},
             {"echo": lambda **arguments: {"echo": arguments}, "boom": lambda: 1 / 0},
         )
@@ -508,7 +517,7 @@ def self_test() -> int:
     def fake(config):
         return Worker(config, [sys.executable, script, "--worker", config, "--batch", "2", "--image-size", "8"])
 
-    workers = [fake("matmul128"), fake("matmul256"), fake("fail")]
+    workers = [fake("matmul128"), fake("matmul256"), fake("fail"), fake("flaky")]
     start_all(workers)
     assert workers[2].error == "RuntimeError: this worker fails on purpose", workers[2].error
     assert workers[0].run("echo", value=3) == {"echo": {"value": 3}}
@@ -523,10 +532,12 @@ def self_test() -> int:
     assert small.min <= small.median <= small.max and small.spread_pct >= 0
     assert small.peak_rss_mb > 0 and small.first_call_s >= 0 and small.engine.startswith("NumPy")
     assert failed.error and not failed.ok
+    flaky = measurements["flaky"]
+    assert len(flaky.images_per_s) == 1 and "FloatingPointError" in flaky.error and not flaky.ok, flaky
     low, high = ratio_range(small, large)
     assert low <= small.median / large.median <= high
     assert all(worker.process.returncode is not None for worker in workers)
-    assert [worker.process.returncode for worker in workers] == [0, 0, 1]
+    assert [worker.process.returncode for worker in workers] == [0, 0, 1, -9]
     print(speed_table(measurements, baseline="matmul256"))
     print("self-test passed")
     return 0
