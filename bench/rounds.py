@@ -409,7 +409,7 @@ def run_rounds(workers, rounds: int, batches_per_round: int, close: bool = True,
             try:
                 reply = worker.time(batches_per_round)
             except WorkerError as error:
-                worker.error = measurement.error = worker.error or str(error)
+                worker.error = measurement.error = worker.error or str(error).removeprefix(f"{worker.config}: ")
                 worker.kill()
                 if log:
                     log(f"{worker.config}: failed in round {round_index + 1}: {measurement.error}")
