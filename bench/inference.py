@@ -16,7 +16,7 @@ recorded), and every configuration runs them in a worker process of its own:
   openvino_int8    NNCF int8 with accuracy control (`defax export --format openvino --quantize int8`)
   peer_float32, peer_bfloat16
                    the same architecture in PyTorch + timm (`bench/peer_pytorch.py`, its own
-                   environment: `--peer-python`), random weights, float32 and bfloat16 autocast
+                   environment: `--peer-python`), random weights, float32, bfloat16 autocast, float32 torch.compile
 
 Timing: `bench/rounds.py`, repeated interleaved rounds, one worker computing at
 a time; the figure is the median, with the min-max spread. Agreement: every
@@ -44,7 +44,7 @@ from rounds import SPEED_HEADERS, Worker, run_rounds, serve_worker, speed_rows, 
 from defax_keras.export.parity import INT8_MIN_AGREEMENT as AGREEMENT_GOAL  # the export's int8 rule, one home
 
 CONFIGS = ("float32", "bfloat16", "onnxruntime", "onnxruntime_int8", "openvino_f32", "openvino_bf16", "openvino_int8")
-PEER_CONFIGS = ("peer_float32", "peer_bfloat16")
+PEER_CONFIGS = ("peer_float32", "peer_bfloat16", "peer_float32_compile")
 BATCH = 32
 TRAINING = {
     "model": "defax_tiny", "config": "demo", "image_size": 224, "epochs": 1, "batch_size": 16, "set": ["augment=false"],
