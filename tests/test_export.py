@@ -276,6 +276,32 @@ def test_onnx_matches_keras(name, tiny_demo, tmp_path):
     assert result.report["check_images"]["data"] == str(tiny_demo) and result.checks[0].status == "passed"
 
 
+def test_onnx_export_optimizes_in_place_falls_back_and_writes_once(cnn, monkeypatch, tmp_path):
+    """Issue 20: tf2onnx's optimizers first run in place (no graph copy per optimizer); if that fails the
+    conversion is redone tf2onnx's default way; neither the setting nor the patched `Node.update_proto` outlasts
+    the export, and the file is written once, never read back."""
+    onnx = pytest.importorskip("onnx")
+    onnxruntime = pytest.importorskip("onnxruntime")
+    tf2onnx = pytest.importorskip("tf2onnx")
+    optimize_graph, update_proto, calls = tf2onnx.optimizer.optimize_graph, tf2onnx.graph.Node.update_proto, []
+
+    def in_place_fails(graph, catch_errors=True, optimizers=None):
+        calls.append(catch_errors)
+        if not catch_errors:
+            raise RuntimeError("an optimizer failed")
+        return optimize_graph(graph, catch_errors, optimizers)
+
+    monkeypatch.setattr(tf2onnx.optimizer, "optimize_graph", in_place_fails)
+    monkeypatch.setattr(onnx, "load", lambda *args, **kwargs: pytest.fail("the ONNX file was read back"))
+    monkeypatch.delenv(tf2onnx.constants.ENV_TF2ONNX_CATCH_ERRORS, raising=False)
+    path = convert.export_onnx(cnn[1], tmp_path)
+    assert calls == [False, True] and tf2onnx.constants.ENV_TF2ONNX_CATCH_ERRORS not in os.environ
+    assert tf2onnx.graph.Node.update_proto is update_proto
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["pixels"]
+    assert sorted(o.name for o in session.get_outputs()) == ["p_fake", "probabilities"]
+
+
 def test_onnx_float32_and_int8_are_checked_on_a_demo_trained_model(trained, tmp_path):
     """The static int8 file is calibrated on train images and checked, like the float32 one, on held-out test images
     against Keras: the report's agreement and mean |dP(fake)| equal what onnxruntime gives here."""

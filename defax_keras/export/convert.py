@@ -134,17 +134,46 @@ def export_onnx(model, output) -> Path:
 
     Converted from the SavedModel's pixel signature with its variables and
     captured constants frozen (tf2onnx alone would leave the normalisation
-    statistics and Swin's window masks as extra inputs).
+    statistics and Swin's window masks as extra inputs). Memory (issue 20,
+    `bench/export_memory.py`): the TensorFlow objects are freed before
+    tf2onnx runs, tf2onnx is kept from piling up copies of the weights
+    (`_tf2onnx_model`), and the ONNX model is checked and renamed in memory
+    and written once.
     """
     try:
         import onnxruntime  # noqa: F401  (checked here so the error names the extra)
         import tf2onnx
     except ImportError as exc:
         raise DefaxError(f"ONNX export needs tf2onnx and onnxruntime ({exc.name} is missing): pip install 'defax-keras[onnx]'") from exc
+    import onnx
+
+    path = Path(output) / f"{model.name}.onnx"
+    graph_def, input_names, output_names, names = _frozen_pixels_graph(model)
+    _release_freed_memory()  # the loaded SavedModel and its traced functions: 1.2 GB of defax_tiny's RSS
+    with captured_stderr() as log:
+        try:
+            onnx_model = _tf2onnx_model(tf2onnx, graph_def, input_names, output_names)
+        except Exception as exc:  # noqa: BLE001
+            raise DefaxError(f"ONNX cannot represent {model.name}: {_converter_reason(exc, log.getvalue())}") from exc
+    del graph_def
+    _release_freed_memory()
+    foreign = _foreign_onnx_ops(onnx_model.graph)
+    if foreign:
+        raise DefaxError(f"ONNX cannot represent {model.name}: tf2onnx left TensorFlow ops it cannot translate: {', '.join(foreign)}")
+    _rename_onnx_tensors(onnx_model.graph, names)
+    onnx.save(onnx_model, os.fspath(path))
+    return path
+
+
+def _frozen_pixels_graph(model):
+    """(GraphDef, input names, output names, {tensor name: signature name}) of the frozen `predict_pixels` signature.
+
+    A function of its own so that the loaded SavedModel and the frozen
+    function (about two copies of the weights) are freed when it returns.
+    """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    path = Path(output) / f"{model.name}.onnx"
     with tempfile.TemporaryDirectory() as scratch:
         loaded = tf.saved_model.load(os.fspath(export_saved_model(model, scratch, version=1)))
         signature = loaded.signatures[PIXELS_SIGNATURE]
@@ -152,38 +181,98 @@ def export_onnx(model, output) -> Path:
     # outputs come flattened in tf.nest order: the signature's keys, sorted
     names = {tensor.name: key for tensor, key in zip(frozen.outputs, sorted(signature.structured_outputs))}
     names.update({tensor.name: "pixels" for tensor in frozen.inputs})
-    with captured_stderr() as log:
+    return frozen.graph.as_graph_def(), [t.name for t in frozen.inputs], [t.name for t in frozen.outputs], names
+
+
+def _release_freed_memory() -> None:
+    """Collect garbage, then hand glibc's free heap back to the OS (TensorFlow's freed buffers otherwise stay resident)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _tf2onnx_model(tf2onnx, graph_def, input_names, output_names):
+    """The ONNX ModelProto tf2onnx makes of `graph_def`, without the copies of the weights its optimizers pile up.
+
+    Two causes, measured on defax_tiny (136 MB of weights; 9 GB peak before):
+
+    * Every optimizer pass ends with `Node.update_proto`, which clears each
+      NodeProto's attributes and adds them again. Under protobuf's upb
+      backend a cleared sub-message stays in its message's arena, so each of
+      the ~36 passes left one more copy of every constant (4.9 GB). Here the
+      attributes go into a fresh NodeProto instead (the old one is freed).
+    * By default tf2onnx deep-copies the whole graph before each optimizer,
+      to skip one that fails (1.5 GB, and half the optimizers' time). Here
+      they run in place; if one fails, the conversion is redone the default
+      way, so the result never differs from tf2onnx's own.
+
+    Both patches (`Node.update_proto`, `TF2ONNX_CATCH_ERRORS`) are
+    process-wide while the conversion runs and undone after it.
+    """
+    node_class, variable = tf2onnx.graph.Node, tf2onnx.constants.ENV_TF2ONNX_CATCH_ERRORS
+    update_proto = node_class.update_proto
+
+    def update_in_fresh_proto(node, *args, **kwargs):
+        node._op = _node_proto_without_attributes(node._op)
+        return update_proto(node, *args, **kwargs)
+
+    def catch_errors(value):
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+
+    def convert(catch):
+        catch_errors(catch)
+        return tf2onnx.convert.from_graph_def(
+            graph_def,
+            input_names=input_names,
+            output_names=output_names,
+            opset=17,
+            custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+        )[0]
+
+    previous = os.environ.get(variable)
+    node_class.update_proto = update_in_fresh_proto
+    try:
         try:
-            tf2onnx.convert.from_graph_def(
-                frozen.graph.as_graph_def(),
-                input_names=[t.name for t in frozen.inputs],
-                output_names=[t.name for t in frozen.outputs],
-                opset=17,
-                custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
-                output_path=os.fspath(path),
-            )
+            return convert("FALSE")
         except Exception as exc:  # noqa: BLE001
-            raise DefaxError(f"ONNX cannot represent {model.name}: {_converter_reason(exc, log.getvalue())}") from exc
-    foreign = _foreign_onnx_ops(path)
-    if foreign:
-        path.unlink()
-        raise DefaxError(f"ONNX cannot represent {model.name}: tf2onnx left TensorFlow ops it cannot translate: {', '.join(foreign)}")
-    _rename_onnx_tensors(path, names)
-    return path
+            logger.info("tf2onnx failed with its optimizers in place (%s); converting again with its copying fallback", exc)
+        _release_freed_memory()
+        return convert(previous)
+    finally:
+        node_class.update_proto = update_proto
+        catch_errors(previous)
 
 
-def _rename_onnx_tensors(path, names: dict[str, str]) -> None:
+def _node_proto_without_attributes(op):
+    """A new NodeProto (own arena) with every field of `op` but its attributes, which `update_proto` rewrites."""
+    fresh = type(op)()
+    for field, value in op.ListFields():
+        if field.name == "attribute":
+            continue
+        if hasattr(value, "extend"):  # repeated
+            getattr(fresh, field.name).extend(value)
+        elif hasattr(value, "ListFields"):  # a message
+            getattr(fresh, field.name).CopyFrom(value)
+        else:
+            setattr(fresh, field.name, value)
+    return fresh
+
+
+def _rename_onnx_tensors(graph, names: dict[str, str]) -> None:
     """Give the graph's inputs and outputs their signature names (`pixels`, `p_fake`, ...) instead of `Identity:0`."""
-    import onnx
-
-    model = onnx.load(os.fspath(path))
-    graph = model.graph
     for value in [*graph.input, *graph.output]:
         value.name = names.get(value.name, value.name)
     for node in graph.node:
         node.input[:] = [names.get(n, n) for n in node.input]
         node.output[:] = [names.get(n, n) for n in node.output]
-    onnx.save(model, os.fspath(path))
 
 
 def _erfc_as_one_minus_erf(ctx, node, name, args):
@@ -196,11 +285,10 @@ def _erfc_as_one_minus_erf(ctx, node, name, args):
     ctx.insert_new_node_on_output("Sub", node.output[0], name=utils.make_name(f"{node.name}_erfc"), inputs=[one.output[0], node.output[0]])
 
 
-def _foreign_onnx_ops(path) -> list[str]:
-    """Op types in the ONNX file that standard ONNX does not define (what tf2onnx could not translate)."""
+def _foreign_onnx_ops(graph) -> list[str]:
+    """Op types in the ONNX graph that standard ONNX does not define (what tf2onnx could not translate)."""
     import onnx
 
-    graph = onnx.load(os.fspath(path)).graph
     return sorted({n.op_type for n in graph.node if n.domain in ("", "ai.onnx") and not onnx.defs.has(n.op_type)})
 
 
