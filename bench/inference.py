@@ -171,6 +171,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
     parser.add_argument("--peer-python", help="the Python of bench/peer_pytorch.py's environment (its docstring): adds " + ", ".join(PEER_CONFIGS))
+    parser.add_argument("--peer-configs", default=",".join(PEER_CONFIGS), help="comma-separated subset of " + ", ".join(PEER_CONFIGS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=2, help="timed batches per configuration per round")
     parser.add_argument("--write", action="store_true", help="record the tables in bench/RESULTS.md")
@@ -194,7 +195,7 @@ def main() -> int:
         workers.append(Worker(config, [sys.executable, __file__, "--worker", config, "--run", str(run)], env=env))
         start_all(workers[-1:], log=log)
     if args.peer_python:
-        for config in PEER_CONFIGS:
+        for config in [c.strip() for c in args.peer_configs.split(",") if c.strip()]:
             peer = [args.peer_python, str(ROOT / "bench" / "peer_pytorch.py"), "--worker", config.removeprefix("peer_")]
             workers.append(Worker(config, peer))
             start_all(workers[-1:], log=log)
