@@ -11,3 +11,7 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
 
 SERVE_CHANNEL_TIMEOUT = 30
 """Seconds `defax serve` lets a connection stay silent (mid-request or idle) before closing it (`--channel-timeout`)."""
+
+ENGINES = ("keras", "onnxruntime", "openvino")
+"""What can run a Keras model's verdicts (`--engine`; `inference.engines`)."""
+ENGINE_CHOICES = (*ENGINES, "auto")

@@ -87,12 +87,12 @@ def progress_bar(unit: str):
 
 def engine_arguments(parser) -> None:
     """`--engine` and `--min-agreement`, shared by predict and serve (docs/performance.md)."""
+    from defax_keras.constants import ENGINE_CHOICES
     from defax_keras.export.parity import INT8_MIN_AGREEMENT
-    from defax_keras.inference.engines import CHOICES
 
     group = parser.add_argument_group("engine", "what runs a Keras model (docs/performance.md)")
     group.add_argument(
-        "--engine", choices=CHOICES,
+        "--engine", choices=ENGINE_CHOICES,
         help="default: the model's own (Keras; an exported file's engine); keras; onnxruntime or openvino: the model converted "
         "(cached) and checked against Keras on held-out "
         "images first; auto: the fastest installed engine that passes that check. An exported file runs in its own engine "

@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from defax_keras.cache import cache_dir
+from defax_keras.constants import ENGINE_CHOICES, ENGINES
 from defax_keras.errors import DefaxError
 from defax_keras.export import parity
 from defax_keras.inference.predictors import KerasPredictor, OnnxPredictor, OpenVINOPredictor, Predictor, load_predictor
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("keras", "onnxruntime", "openvino")
-CHOICES = (*ENGINES, "auto")
+CHOICES = ENGINE_CHOICES
 MODULES = {"keras": "keras", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 PRECISION_NAMES = {"f32": "float32", "bf16": "bfloat16"}
