@@ -97,7 +97,7 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 
     """Serve until interrupted. `workers` is waitress's request threads; the model has one batching thread.
 
     `faces`: the `FaceSettings` requests get unless they ask for another mode (`?faces=`).
-    `engine`, `min_agreement`: what runs the model (`inference.engines.open_engine`); its choice is announced first.
+    `engine`, `min_agreement`: what runs the model (`inference.engines.open_engine`); the start-up line says which and why.
     `max_video_mb`, `max_video_seconds`: the largest and longest video an upload may be (a 413 or a 400 beyond);
     the request size limit grows to let such a video through. `port` 0 picks a free port (the announced line names it).
     Arguments are checked before the model loads.
@@ -118,12 +118,10 @@ def serve(model_path, host: str = "127.0.0.1", port: int = 8000, workers: int = 
         service.close()
         raise DefaxError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     bound_host, bound_port = listening_on(server)[0]
-    announce = announce or functools.partial(print, flush=True)
-    if service.engine is not None:
-        announce(service.engine.describe())
-    announce(  # flushed: a supervisor waits for this line
+    engine = f"; {service.engine.describe()}" if service.engine is not None else ""
+    (announce or functools.partial(print, flush=True))(  # flushed: a supervisor waits for this line
         f"Serving {service.name} on http://{bound_host}:{bound_port}/ ({workers} threads{', micro-batching' if batching else ''}, "
-        f"faces {service.faces.mode}); Ctrl+C stops"
+        f"faces {service.faces.mode}){engine}; Ctrl+C stops"
     )
     try:
         server.run()
