@@ -79,7 +79,7 @@ def train_agreement_model(log) -> Path:
     return run
 
 
-def export_files(run: Path, log) -> dict:
+def export_files(run: Path, log, export: bool = True) -> dict:
     """The ONNX and OpenVINO files (float32 and int8) of the trained model, each written by `defax export` in a child
     process (peak memory and time per export; the int8 files are kept even when they fail their check)."""
     folder = _cache() / "exports"
@@ -89,6 +89,9 @@ def export_files(run: Path, log) -> dict:
         if (out / "export_report.json").is_file():
             report[fmt] = json.loads((out / "export_report.json").read_text())
             report[fmt]["export"] = json.loads((out / "export_cost.json").read_text())
+            continue
+        if not export:
+            log(f"no finished {fmt} export in {out}: its table row is left out (--no-export)")
             continue
         command = [sys.executable, "-m", "defax_keras.cli", "export", "-m", str(run), "-o", str(out), "--format", fmt,
                    "--quantize", "int8", "--calibration", "demo", "--check-data", "demo", "--keep-failed"]
@@ -176,6 +179,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batches", type=int, default=2, help="timed batches per configuration per round")
     parser.add_argument("--write", action="store_true", help="record the tables in bench/RESULTS.md")
+    parser.add_argument("--no-export", action="store_true", help="use the files already exported (a missing export's row is left out)")
     parser.add_argument("--exports-only", action="store_true", help="train (if not cached) and export, then stop (the rounds want a quiet machine)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -187,7 +191,7 @@ def main() -> int:
         print(text, file=sys.stderr, flush=True)
 
     run = train_agreement_model(log)
-    exports = export_files(run, log)
+    exports = export_files(run, log, export=not args.no_export)
     if args.exports_only:
         return 0
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
