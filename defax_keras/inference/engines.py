@@ -201,7 +201,9 @@ def open_engine(model_path, engine: str | None = None, *, min_agreement: float =
     kind = exported_kind(model_path)
     if kind is not None:
         return _open_export(model_path, kind, engine)
-    keras_predictor = KerasPredictor(model_path)
+    import defax_keras.inference as inference  # the package's name, so a wrapped `load_predictor` is honoured
+
+    keras_predictor = inference.load_predictor(model_path)
     if engine in (None, "keras"):
         return keras_predictor, EngineChoice("keras", "float32", "the model's own engine (--engine auto measures the others)")
     candidates = [e for e in ENGINES if e != "keras" and installed(e)] if engine == "auto" else [engine]
