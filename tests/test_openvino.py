@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import sys
 
 import numpy as np
@@ -145,6 +146,22 @@ def test_precision_follows_the_cpu():
 def test_compiled_precision_is_the_one_chosen(exported):
     compiled, chosen, _ = compile_ir(exported[0].paths[0], "auto")
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == {"f32": "<Type: 'float32'>", "bf16": "<Type: 'bfloat16'>"}[chosen]
+
+
+def test_throughput_streams_keep_every_image_in_its_row(trained, exported):
+    """THROUGHPUT runs one image per request on parallel streams; each row must still be its own image's."""
+    _, _, data = trained
+    pixels = _report_pixels(json.loads((exported[1] / REPORT_NAME).read_text()))[:12]
+    streams = OpenVINOPredictor(exported[0].paths[0], "f32")
+    if (os.cpu_count() or 1) > 1:
+        assert int(streams._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")) > 1  # the streams path runs
+    latency = OpenVINOPredictor(exported[0].paths[0], "f32", hint="LATENCY")
+    reference = _openvino_p_fake(exported[0].paths[0], pixels)
+    assert np.ptp(reference) > 1e-3  # the images differ, so a swapped row shows
+    np.testing.assert_allclose(streams.predict_pixels(pixels)[:, 1], reference, atol=1e-5)
+    np.testing.assert_allclose(latency.predict_pixels(pixels)[:, 1], reference, atol=1e-5)
+    with pytest.raises(DefaxError, match="unknown OpenVINO performance hint 'FAST'; choose THROUGHPUT, LATENCY"):
+        OpenVINOPredictor(exported[0].paths[0], hint="FAST")
 
 
 def test_missing_openvino_and_bad_files_give_one_line(trained, monkeypatch, tmp_path):

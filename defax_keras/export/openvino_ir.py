@@ -29,6 +29,10 @@ from defax_keras.errors import DefaxError
 PRECISIONS = ("auto", "f32", "bf16")
 """`auto`: bfloat16 where OpenVINO lists BF16 among the CPU's capabilities, else float32."""
 BATCH = 32
+HINTS = ("THROUGHPUT", "LATENCY")
+"""OpenVINO's performance hints. THROUGHPUT (the default) runs one image per request on parallel CPU
+streams: on the 2-core development machine 1.15-1.25x the images/s of LATENCY's one stream over a
+batch of 32 (docs/performance.md), at about twice the time for a lone image."""
 
 
 def require_openvino():
@@ -89,17 +93,19 @@ def export_openvino(model, output) -> Path:
         return convert_onnx(export_onnx(model, scratch), Path(output) / f"{model.name}.xml")
 
 
-def compile_ir(path, precision: str = "auto"):
+def compile_ir(path, precision: str = "auto", hint: str = "THROUGHPUT"):
     """`(compiled model, precision used, why)` of an IR (or ONNX) file on the CPU; one-line errors for unreadable files."""
     ov = require_openvino()
     chosen, why = choose_precision(precision)
+    if hint not in HINTS:
+        raise DefaxError(f"unknown OpenVINO performance hint {hint!r}; choose {', '.join(HINTS)}")
     core = ov.Core()
     path = Path(path)
     if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
         raise DefaxError(f"{path} has no weights file {path.with_suffix('.bin').name} beside it")
     try:
         model = core.read_model(os.fspath(path))
-        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": chosen, "PERFORMANCE_HINT": "LATENCY"})
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": chosen, "PERFORMANCE_HINT": hint})
     except Exception as exc:  # noqa: BLE001
         raise DefaxError(f"{path} is not a readable OpenVINO model: {str(exc).strip().splitlines()[-1][:160]}") from exc
     names = {name for port in compiled.inputs for name in port.get_names()}
@@ -116,13 +122,43 @@ def image_size(compiled) -> int:
 
 
 def run_probabilities(compiled, pixels, batch_size: int = BATCH) -> np.ndarray:
-    """`[N, 2]` probabilities from a compiled DeFaX model, `batch_size` images a call."""
+    """`[N, 2]` probabilities from a compiled DeFaX model.
+
+    A model compiled for several streams (the THROUGHPUT hint) gets one image per request, as many
+    requests in flight as it has streams; one compiled for one stream gets `batch_size` images a call.
+    """
     pixels = np.asarray(pixels, np.float32)
+    streams = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    if streams > 1 and len(pixels) > 1:
+        return _run_streams(compiled, pixels, streams)
     request = compiled.create_infer_request()
     rows = []
     for start in range(0, len(pixels), batch_size):
         rows.append(np.array(request.infer({"pixels": pixels[start : start + batch_size]})["probabilities"]))
     return np.concatenate(rows) if rows else np.zeros((0, 2), np.float32)
+
+
+def _run_streams(compiled, pixels, streams: int) -> np.ndarray:
+    """One image per request, `streams` requests in flight, each waited for in turn.
+
+    No Python callbacks (`AsyncInferQueue.set_callback`): a stream thread that has run Python code
+    needs the GIL to exit, so freeing the compiled model afterwards deadlocked.
+    """
+    rows = np.zeros((len(pixels), 2), np.float32)
+    requests = [compiled.create_infer_request() for _ in range(min(streams, len(pixels)))]
+
+    def collect(index):
+        request = requests[index % len(requests)]
+        request.wait()
+        rows[index] = request.get_tensor("probabilities").data[0]
+
+    for index in range(len(pixels)):
+        if index >= len(requests):
+            collect(index - len(requests))
+        requests[index % len(requests)].start_async({"pixels": pixels[index : index + 1]})
+    for index in range(max(0, len(pixels) - len(requests)), len(pixels)):
+        collect(index)
+    return rows
 
 
 def openvino_p_fake(path, pixels, precision: str = "f32") -> np.ndarray:

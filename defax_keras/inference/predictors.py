@@ -156,17 +156,20 @@ class OpenVINOPredictor(Predictor):
     """An OpenVINO IR export (`defax export --format openvino`, float32 or int8), or an `.onnx` export read by
     OpenVINO, compiled for the CPU with bfloat16 where it has bfloat16 instructions (`precision="auto"`).
 
+    `hint="THROUGHPUT"` (default) spreads a batch over parallel CPU streams, the most images a second;
+    `"LATENCY"` puts every core on one request, the shortest wait for a lone image.
+
     Attributes:
         precision: `f32` or `bf16`, what it was compiled with; `precision_reason` says why.
     """
 
     kind = "openvino"
 
-    def __init__(self, path, precision: str = "auto", batch_size: int = 32):
+    def __init__(self, path, precision: str = "auto", batch_size: int = 32, hint: str = "THROUGHPUT"):
         from defax_keras.export.openvino_ir import compile_ir, image_size
 
         self.path = Path(path)
-        self._compiled, self.precision, self.precision_reason = compile_ir(self.path, precision)
+        self._compiled, self.precision, self.precision_reason = compile_ir(self.path, precision, hint)
         self.image_size = image_size(self._compiled)
         self.batch_size = batch_size
         self.name = f"OpenVINO {self.path.name} ({self.precision})"
