@@ -148,6 +148,19 @@ def test_compiled_precision_is_the_one_chosen(exported):
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == {"f32": "<Type: 'float32'>", "bf16": "<Type: 'bfloat16'>"}[chosen]
 
 
+def test_on_a_bfloat16_cpu_the_float_ir_is_also_checked_as_serving_compiles_it(trained, monkeypatch, tmp_path):
+    """Where OpenVINO lists BF16, `auto` serves the float IR in bfloat16, so the export checks that run too:
+    one file, two checks. (This CPU's list is replaced; OpenVINO then computes in what the CPU has.)"""
+    from defax_keras.export import openvino_ir
+
+    path, _, data = trained
+    monkeypatch.setattr(openvino_ir, "cpu_capabilities", lambda: ["FP32", "BF16", "INT8"])
+    result = export(path, tmp_path, "openvino", check_data=data, check_images=16)
+    assert result.paths == [tmp_path / "simple_cnn_nano.xml"]
+    assert [(c.path, c.precision) for c in result.checks] == [(str(result.paths[0]), "float32"), (str(result.paths[0]), "bfloat16")]
+    assert [c["precision"] for c in json.loads((tmp_path / REPORT_NAME).read_text())["files"]] == ["float32", "bfloat16"]
+
+
 def test_throughput_streams_keep_every_image_in_its_row(trained, exported):
     """THROUGHPUT runs one image per request on parallel streams; each row must still be its own image's."""
     _, _, data = trained

@@ -430,14 +430,14 @@ def export(
     if quantize:
         quantized = _quantized_onnx if fmt == "onnx" else _quantized_openvino
         written.append((quantized(written[0][0], model, calibration, calibration_images, min_agreement, threshold), "int8", []))
+    runs = list(written)  # each file as it will be run
     if fmt == "openvino" and choose_precision("auto")[0] == "bf16":
-        written.insert(1, (written[0][0], "bfloat16", []))  # what serving compiles it with on this CPU: checked too
+        runs.insert(1, (written[0][0], "bfloat16", []))  # the float IR as serving compiles it on this CPU: checked too
     expected = _keras_p_fake(model, images.pixels)
     checks = [
         _check_file(path, fmt, precision, select_ops, model, images.pixels, expected, threshold, min_agreement, max_mean_diff)
-        for path, precision, select_ops in written
+        for path, precision, select_ops in runs
     ]
-    written = list(dict((path, (path, precision, ops)) for path, precision, ops in written).values())  # one entry per file
     parity.log_checks(checks, images)
     failed = [c for c in checks if c.status == parity.FAILED]
     report_dir = written[0][0] if fmt in ("saved_model", "preset") else output
