@@ -274,6 +274,14 @@ def test_onnx_matches_keras(name, tiny_demo, tmp_path):
     np.testing.assert_allclose(probabilities, model.predict(pixels, verbose=0), atol=1e-4)
     np.testing.assert_allclose(p_fake, probabilities[:, 1], atol=1e-7)
     assert result.report["check_images"]["data"] == str(tiny_demo) and result.checks[0].status == "passed"
+    if name == "defax_nano":  # the Swin branch's GELUs and layer norms, written the way the runtimes fuse them
+        import onnx
+
+        nodes = onnx.load(str(path)).graph.node
+        readers = {name: [n.op_type for n in nodes if name in n.input] for n in nodes for name in n.output}
+        erfs = [n for n in nodes if n.op_type == "Erf"]
+        assert erfs and all(readers[n.output[0]] == ["Add"] for n in erfs)
+        assert sum(n.op_type == "LayerNormalization" for n in nodes) >= 2 and not any(n.op_type == "Reciprocal" for n in nodes)
 
 
 def test_onnx_export_optimizes_in_place_falls_back_and_writes_once(cnn, monkeypatch, tmp_path):

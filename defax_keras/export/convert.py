@@ -23,6 +23,7 @@ import numpy as np
 from defax_keras.console import captured_stderr
 from defax_keras.errors import DefaxError
 from defax_keras.export import parity
+from defax_keras.export.onnx_fusions import fuse_for_runtimes
 from defax_keras.export.onnx_session import onnx_p_fake
 from defax_keras.export.openvino_ir import choose_precision, export_openvino, openvino_p_fake
 from defax_keras.export.saved_model import PIXELS_SIGNATURE, export_saved_model, version_folder
@@ -138,7 +139,8 @@ def export_onnx(model, output) -> Path:
     `bench/export_memory.py`): the TensorFlow objects are freed before
     tf2onnx runs, tf2onnx is kept from piling up copies of the weights
     (`_tf2onnx_model`), and the ONNX model is checked and renamed in memory
-    and written once.
+    and written once. TensorFlow's GELU and layer-norm spellings are rewritten
+    into the ones the runtimes fuse (`onnx_fusions`).
     """
     try:
         import onnxruntime  # noqa: F401  (checked here so the error names the extra)
@@ -160,6 +162,7 @@ def export_onnx(model, output) -> Path:
     foreign = _foreign_onnx_ops(onnx_model.graph)
     if foreign:
         raise DefaxError(f"ONNX cannot represent {model.name}: tf2onnx left TensorFlow ops it cannot translate: {', '.join(foreign)}")
+    fuse_for_runtimes(onnx_model)  # GELU and layer norm in the spellings ONNX Runtime and OpenVINO fuse
     _rename_onnx_tensors(onnx_model.graph, names)
     onnx.save(onnx_model, os.fspath(path))
     return path
