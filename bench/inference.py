@@ -11,9 +11,11 @@ recorded), and every configuration runs them in a worker process of its own:
   bfloat16         Keras `mixed_bfloat16` (float32 weights, bfloat16 compute)
   onnxruntime      the ONNX export under ONNX Runtime, float32
   onnxruntime_int8 ONNX Runtime static int8 (`--quantize int8`), calibrated on 128 demo train images
-  openvino_f32     the OpenVINO IR, float32
+  openvino_f32     the OpenVINO IR, float32, THROUGHPUT hint (the default: one image per request on parallel streams)
+  openvino_f32_latency
+                   the same under the LATENCY hint (one stream, the batch in one request)
   openvino_bf16    the OpenVINO IR, bfloat16 inference precision (only where the CPU has bfloat16)
-  openvino_int8    NNCF int8 with accuracy control (`defax export --format openvino --quantize int8`)
+  openvino_int8    NNCF int8 with accuracy control (`--openvino-int8`: slow to export on few cores)
   peer_float32, peer_bfloat16
                    the same architecture in PyTorch + timm (`bench/peer_pytorch.py`, its own
                    environment: `--peer-python`), random weights, float32, bfloat16 autocast, float32 torch.compile
@@ -43,7 +45,7 @@ from rounds import SPEED_HEADERS, Worker, run_rounds, serve_worker, speed_rows, 
 
 from defax_keras.export.parity import INT8_MIN_AGREEMENT as AGREEMENT_GOAL  # the export's int8 rule, one home
 
-CONFIGS = ("float32", "bfloat16", "onnxruntime", "onnxruntime_int8", "openvino_f32", "openvino_bf16", "openvino_int8")
+CONFIGS = ("float32", "bfloat16", "onnxruntime", "onnxruntime_int8", "openvino_f32", "openvino_f32_latency", "openvino_bf16", "openvino_int8")
 PEER_CONFIGS = ("peer_float32", "peer_bfloat16", "peer_float32_compile")
 BATCH = 32
 TRAINING = {
@@ -79,9 +81,10 @@ def train_agreement_model(log) -> Path:
     return run
 
 
-def export_files(run: Path, log, export: bool = True) -> dict:
-    """The ONNX and OpenVINO files (float32 and int8) of the trained model, each written by `defax export` in a child
-    process (peak memory and time per export; the int8 files are kept even when they fail their check)."""
+def export_files(run: Path, log, export: bool = True, openvino_int8: bool = False) -> dict:
+    """The ONNX (float32, int8) and OpenVINO (float32; int8 with `openvino_int8`) files of the trained model, each
+    written by `defax export` in a child process (peak memory and time per export; int8 files are kept even when
+    they fail their check)."""
     folder = _cache() / "exports"
     report = {}
     for fmt in ("onnx", "openvino"):
@@ -93,8 +96,9 @@ def export_files(run: Path, log, export: bool = True) -> dict:
         if not export:
             log(f"no finished {fmt} export in {out}: its table row is left out (--no-export)")
             continue
+        int8 = ["--quantize", "int8", "--calibration", "demo"] if fmt == "onnx" or openvino_int8 else []
         command = [sys.executable, "-m", "defax_keras.cli", "export", "-m", str(run), "-o", str(out), "--format", fmt,
-                   "--quantize", "int8", "--calibration", "demo", "--check-data", "demo", "--keep-failed"]
+                   *int8, "--check-data", "demo", "--keep-failed"]
         log(f"exporting: {' '.join(command[2:])}")
         status, seconds, peak, last = _run_child(command)
         if not (out / "export_report.json").is_file():
@@ -151,9 +155,11 @@ def _predictor(config: str, run: Path, exports: Path):
     import openvino
 
     file = exports / "openvino" / (f"{name}.int8.xml" if config.endswith("int8") else f"{name}.xml")
-    predictor = OpenVINOPredictor(file, precision={"openvino_f32": "f32", "openvino_bf16": "bf16"}.get(config, "auto"))
+    hint = "LATENCY" if config.endswith("_latency") else "THROUGHPUT"
+    predictor = OpenVINOPredictor(file, precision={"openvino_bf16": "bf16"}.get(config, "f32" if config.startswith("openvino_f32") else "auto"), hint=hint)
     kind = "int8 (NNCF, accuracy control)" if config.endswith("int8") else "IR"
-    return predictor.predict_pixels, f"OpenVINO {openvino.__version__.split('-')[0]} {kind}, inference precision {predictor.precision}"
+    return (predictor.predict_pixels,
+            f"OpenVINO {openvino.__version__.split('-')[0]} {kind}, inference precision {predictor.precision}, {hint.lower()} hint")
 
 
 def worker(config: str, run: Path, exports: Path) -> int:
@@ -180,6 +186,9 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=2, help="timed batches per configuration per round")
     parser.add_argument("--write", action="store_true", help="record the tables in bench/RESULTS.md")
     parser.add_argument("--no-export", action="store_true", help="use the files already exported (a missing export's row is left out)")
+    parser.add_argument("--openvino-int8", action="store_true",
+                        help="also export NNCF int8 with accuracy control (its ranking runs 300 validation images per quantizer group: "
+                             "over 20 minutes on 2 cores)")
     parser.add_argument("--exports-only", action="store_true", help="train (if not cached) and export, then stop (the rounds want a quiet machine)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
@@ -191,13 +200,16 @@ def main() -> int:
         print(text, file=sys.stderr, flush=True)
 
     run = train_agreement_model(log)
-    exports = export_files(run, log, export=not args.no_export)
+    exports = export_files(run, log, export=not args.no_export, openvino_int8=args.openvino_int8)
     if args.exports_only:
         return 0
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     if "float32" not in configs:
         configs.insert(0, "float32")
+    if "openvino_int8" in configs and not (_cache() / "exports" / "openvino" / "defax_tiny.int8.xml").is_file():
+        log("no OpenVINO int8 export (--openvino-int8 makes it): its row is left out")
+        configs.remove("openvino_int8")
     workers = []
     for config in configs:  # prepared one at a time: no two compete for the cores or the memory
         workers.append(Worker(config, [sys.executable, __file__, "--worker", config, "--run", str(run)], env=env))
@@ -246,7 +258,7 @@ def main() -> int:
                      f"{'correct' if correct else 'NOT correct'}.")
     exported = markdown_table(
         ["export (`defax export`)", "seconds", "peak RSS MB", "files: check against Keras on 400 demo test images"],
-        [[f"{fmt} + int8", f"{r['export']['seconds']:.0f}", f"{r['export']['peak_rss_mb']:.0f}",
+        [[fmt + (" + int8" if any(".int8." in f["path"] for f in r["files"]) else ""), f"{r['export']['seconds']:.0f}", f"{r['export']['peak_rss_mb']:.0f}",
           "; ".join(f"{Path(f['path']).name} {f['status']} ({_check_words(f)})" for f in r["files"])] for fmt, r in exports.items()],
     )
     summary = "\n".join(lines)

@@ -288,6 +288,34 @@ def test_padding_to_bucket_sizes_keeps_rows():
     rows = padded_predict(lambda batch: seen.append(len(batch)) or batch[:, 0, 0, :2], np.arange(45 * 12, dtype=np.float32).reshape(45, 2, 2, 3), 32)
     assert seen == [32, 16] and rows.shape == (45, 2)
     np.testing.assert_array_equal(rows[:, 0], np.arange(45) * 12)
+    seen.clear()  # an exported graph runs any size: no zeros computed
+    rows = padded_predict(lambda batch: seen.append(len(batch)) or batch[:, 0, 0, :2], np.arange(45 * 12, dtype=np.float32).reshape(45, 2, 2, 3), 32, pad=False)
+    assert seen == [32, 13]
+    np.testing.assert_array_equal(rows[:, 0], np.arange(45) * 12)
+
+
+def test_the_service_pads_batches_for_keras_only():
+    """Keras traces one function per batch shape (padded to a few); an exported graph gets each batch as it is."""
+    from defax_keras.faces import FaceSettings
+    from defax_keras.web.app import DetectorService
+
+    class Recording:
+        image_size, name, path, threshold, model = 4, "recording", None, 0.5, None
+
+        def __init__(self, any_batch_size):
+            self.any_batch_size, self.sizes = any_batch_size, []
+
+        def predict_pixels(self, pixels):
+            self.sizes.append(len(pixels))
+            return np.tile([[0.25, 0.75]], (len(pixels), 1))
+
+    for any_batch_size, warm_up, served in ((False, [1, 2, 4, 8], [4]), (True, [1, 8], [3])):
+        predictor = Recording(any_batch_size)
+        service = DetectorService(predictor, batching=False, max_batch=8, faces=FaceSettings(mode="off"))  # no detector
+        assert predictor.sizes == warm_up
+        service.probabilities(np.zeros((3, 4, 4, 3), np.float32))
+        assert predictor.sizes[len(warm_up):] == served
+        service.close()
 
 
 def test_micro_batching_returns_each_request_its_own_row():

@@ -36,9 +36,13 @@ class Predictor:
         model: the `keras.Model` for Keras backends (Grad-CAM needs it), else None (an engine chosen for a
             Keras model keeps it: `inference.engines`).
         metadata: a preset's `metadata.json` ({} otherwise).
+        any_batch_size: True when every batch size runs at the same cost per image, with nothing
+            traced per shape (exported graphs); False for Keras, whose callers pad batches to a few
+            sizes (`web.batcher.padded_predict`) rather than trace one function per size.
     """
 
     kind = ""
+    any_batch_size = False
     name = ""
     image_size = 0
     threshold = 0.5
@@ -100,6 +104,7 @@ class SavedModelPredictor(Predictor):
     """An exported SavedModel (a version folder, or the export base: newest version), through its `predict_pixels` signature."""
 
     kind = "saved_model"
+    any_batch_size = True
 
     def __init__(self, path):
         import tensorflow as tf
@@ -132,6 +137,7 @@ class OnnxPredictor(Predictor):
     """An ONNX export (`defax export --format onnx`, float32 or int8) run by ONNX Runtime on the CPU."""
 
     kind = "onnx"
+    any_batch_size = True
 
     def __init__(self, path, batch_size: int = 32):
         from defax_keras.export.onnx_session import open_session
@@ -164,6 +170,7 @@ class OpenVINOPredictor(Predictor):
     """
 
     kind = "openvino"
+    any_batch_size = True
 
     def __init__(self, path, precision: str = "auto", batch_size: int = 32, hint: str = "THROUGHPUT"):
         from defax_keras.export.openvino_ir import compile_ir, image_size

@@ -184,10 +184,10 @@ class DetectorService:
         if faces is None:
             faces = FaceSettings.for_model(predictor.path) if predictor.path is not None else FaceSettings()
         self.faces = faces
-        run = predictor.predict_pixels
-        for size in bucket_sizes(max_batch):  # trace every batch shape before the port opens
+        run, pad = predictor.predict_pixels, not predictor.any_batch_size
+        for size in bucket_sizes(max_batch) if pad else [1, max_batch]:  # trace every batch shape before the port opens
             run(np.zeros((size, self.image_size, self.image_size, 3), np.float32))
-        self.runner = MicroBatcher(run, max_batch, max_wait) if batching else DirectPredictor(run, max_batch)
+        self.runner = MicroBatcher(run, max_batch, max_wait, pad) if batching else DirectPredictor(run, max_batch, pad)
         self.detector = FaceDetector.from_settings(faces)
         if faces.detects:  # build MTCNN's graphs now, not on the first upload
             self.detector.detect(np.zeros((120, 160, 3), np.uint8))

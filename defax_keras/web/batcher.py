@@ -26,20 +26,22 @@ def bucket_sizes(max_batch: int) -> list[int]:
     return sizes + [max_batch]
 
 
-def padded_predict(predict, images, max_batch: int) -> np.ndarray:
-    """`predict` on `images` in chunks padded to a bucket size.
+def padded_predict(predict, images, max_batch: int, pad: bool = True) -> np.ndarray:
+    """`predict` on `images` in chunks of at most `max_batch`, padded to a bucket size when `pad`.
 
     A traced model function is specialised to its input shape: calling it with
     every batch size from 1 to 32 would trace it 32 times (seconds each), so
     batches are padded with zeros to the next power of two, a handful of
-    shapes that the server traces once, before it opens its port.
+    shapes that the server traces once, before it opens its port. An exported
+    graph (`Predictor.any_batch_size`) runs any size as is: padding would only
+    compute zeros.
     """
     images = np.asarray(images, np.float32)
     sizes = bucket_sizes(max_batch)
     outputs = []
     for start in range(0, len(images), max_batch):
         chunk = images[start : start + max_batch]
-        size = next(s for s in sizes if s >= len(chunk))
+        size = next(s for s in sizes if s >= len(chunk)) if pad else len(chunk)
         if size > len(chunk):
             chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
         outputs.append(np.asarray(predict(chunk))[: min(max_batch, len(images) - start)])
@@ -49,10 +51,11 @@ def padded_predict(predict, images, max_batch: int) -> np.ndarray:
 class MicroBatcher:
     """`submit(pixels) -> Future` of the `[2]` probabilities; `predict_many` for a request's images."""
 
-    def __init__(self, predict, max_batch: int = 32, max_wait: float = 0.005):
+    def __init__(self, predict, max_batch: int = 32, max_wait: float = 0.005, pad: bool = True):
         self._predict = predict
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.pad = pad
         self._queue: queue.Queue = queue.Queue()
         self.batches = 0
         self.images = 0
@@ -95,7 +98,7 @@ class MicroBatcher:
             if not items:
                 return
             try:
-                probabilities = padded_predict(self._predict, np.stack([pixels for pixels, _ in items]), self.max_batch)
+                probabilities = padded_predict(self._predict, np.stack([pixels for pixels, _ in items]), self.max_batch, self.pad)
                 if len(probabilities) != len(items):
                     raise RuntimeError(f"the model answered {len(probabilities)} rows for {len(items)} images")
             except BaseException as exc:  # every waiting request must hear about it, or it waits forever
@@ -118,16 +121,17 @@ class MicroBatcher:
 class DirectPredictor:
     """The same interface without batching: one model call per request (the baseline the load test compares)."""
 
-    def __init__(self, predict, max_batch: int = 32):
+    def __init__(self, predict, max_batch: int = 32, pad: bool = True):
         self._predict = predict
         self.max_batch = max_batch
+        self.pad = pad
         self._lock = threading.Lock()
         self.batches = 0
         self.images = 0
 
     def predict_many(self, images) -> list[np.ndarray]:
         with self._lock:
-            probabilities = padded_predict(self._predict, np.stack(images), self.max_batch)
+            probabilities = padded_predict(self._predict, np.stack(images), self.max_batch, self.pad)
         self.batches += 1
         self.images += len(images)
         return list(probabilities)
