@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 from common import markdown_table, peak_rss_mb, record
@@ -166,7 +165,7 @@ def main() -> int:
     print(f"micro-batching / one call per request: {speedup:.2f}x requests/s")
     print(f"{engine['mode']} / Keras micro-batching: {engine_speedup:.2f}x requests/s ({engine['engine']})")
     if args.write:
-        model = Path(model_path).name if args.model_path else "defax_nano (random weights)"
+        model = f"`{args.model_path}`" if args.model_path else "defax_nano (random weights)"
         record(
             "Web load test (`bench/web_load.py`)",
             f"Model {model}, {args.clients} concurrent clients, one 128x128 JPEG per request, loopback, "
