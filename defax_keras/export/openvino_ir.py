@@ -31,8 +31,8 @@ PRECISIONS = ("auto", "f32", "bf16")
 BATCH = 32
 HINTS = ("THROUGHPUT", "LATENCY")
 """OpenVINO's performance hints. THROUGHPUT (the default) runs one image per request on parallel CPU
-streams: on the 2-core development machine 1.15-1.25x the images/s of LATENCY's one stream over a
-batch of 32 (docs/performance.md), at about twice the time for a lone image."""
+streams: on the 2-core development machine 1.14x the images/s of LATENCY's one stream over a
+batch of 32 (docs/performance.md), at about 1.5x the time for a lone image."""
 
 
 def require_openvino():
