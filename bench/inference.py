@@ -156,7 +156,8 @@ def _predictor(config: str, run: Path, exports: Path):
 
     file = exports / "openvino" / (f"{name}.int8.xml" if config.endswith("int8") else f"{name}.xml")
     hint = "LATENCY" if config.endswith("_latency") else "THROUGHPUT"
-    predictor = OpenVINOPredictor(file, precision={"openvino_bf16": "bf16"}.get(config, "f32" if config.startswith("openvino_f32") else "auto"), hint=hint)
+    precision = "bf16" if config == "openvino_bf16" else "f32" if config.startswith("openvino_f32") else "auto"
+    predictor = OpenVINOPredictor(file, precision=precision, hint=hint)
     kind = "int8 (NNCF, accuracy control)" if config.endswith("int8") else "IR"
     return (predictor.predict_pixels,
             f"OpenVINO {openvino.__version__.split('-')[0]} {kind}, inference precision {predictor.precision}, {hint.lower()} hint")

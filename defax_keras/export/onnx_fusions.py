@@ -103,9 +103,8 @@ class _Graph:
         del self.graph.node[:]
         self.graph.node.extend(nodes)
         used = _names_read(self.graph)
-        unused = [init.name for init in self.graph.initializer if init.name not in used]
-        for name in unused:  # the replaced patterns' constants
-            self.graph.initializer.remove(next(init for init in self.graph.initializer if init.name == name))
+        for init in [init for init in self.graph.initializer if init.name not in used]:  # the replaced patterns' constants
+            self.graph.initializer.remove(init)
 
 
 def _names_read(graph) -> set[str]:
@@ -126,11 +125,9 @@ def _fuse_gelu(g: _Graph) -> int:
     """`(0.5 x) (1 - erf(-x c))` -> `(0.5 x) (1 + erf(x c))`, c = 1/sqrt 2, in place; the count rewritten."""
     count = 0
     for erf in [n for n in g.graph.node if n.op_type == "Erf"]:
-        subtract = g.consumers.get(erf.output[0], [])
-        if len(subtract) != 1 or subtract[0].op_type != "Sub" or list(subtract[0].input) != [subtract[0].input[0], erf.output[0]]:
-            continue
-        subtract = subtract[0]
-        if not g.scalar(subtract.input[0], 1.0):
+        readers = g.consumers.get(erf.output[0], [])
+        subtract = readers[0] if len(readers) == 1 and readers[0].op_type == "Sub" else None
+        if subtract is None or subtract.input[1] != erf.output[0] or not g.scalar(subtract.input[0], 1.0):
             continue
         scale = g.node(erf.input[0], "Mul")
         if scale is None:
